@@ -1,0 +1,3 @@
+"""jaxcomp: compression-aware deep learning in JAX/Flax."""
+
+__version__ = "0.1.0"

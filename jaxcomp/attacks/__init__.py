@@ -1,0 +1,1 @@
+"""Adversarial attacks, jit-compiled through jax.grad."""

@@ -1,0 +1,1 @@
+"""Image codecs: differentiable JPEG (`jpeg`) and learned codecs."""

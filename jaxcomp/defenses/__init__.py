@@ -1,0 +1,1 @@
+"""Input-transformation defenses: JPEG, pixel deflection, R-CAM, wavelet denoising."""

@@ -1,0 +1,1 @@
+"""Entropy models (factorized, Gaussian conditional) and host-side bitstream coding."""

@@ -1,0 +1,1 @@
+"""Evaluation runners: classification, rate-distortion, robustness."""

@@ -1,0 +1,1 @@
+"""Flax modules that own parameters and call the pure functions of `jaxcomp.ops`."""

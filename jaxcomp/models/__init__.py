@@ -1,0 +1,1 @@
+"""Classifier zoo. `get_model(name, num_classes=...)` builds a registered model."""

@@ -1,0 +1,1 @@
+"""Pure jnp functions without parameters (DCT, colour, rounding, bounds)."""
