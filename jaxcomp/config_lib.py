@@ -85,6 +85,21 @@ def base_config() -> ConfigDict:
   c.jpeg_optim = optimizer_config(name="adam", learning_rate=0.003, weight_decay=0.0,
                                   schedule="follow")
 
+  # Learned-codec experiments (task="rate_distortion"; SPEC Sec. 3).
+  c.codec = ConfigDict(dict(
+      architecture="hyperprior",  # "factorized" | "hyperprior" | "bls2017"
+      quality=3,                 # 1..8 preset: N, M and lambda of SPEC Sec. 3
+      num_filters=0,             # N; 0 -> the quality preset
+      num_latent=0,              # M; 0 -> the quality preset
+      lmbda=0.0,                 # 0 -> the quality preset
+      distortion="mse",          # "mse": R + lambda 255^2 MSE | "ms_ssim": R + lambda (1 - MS-SSIM)
+      quantization="noise",      # training proxy: "noise" | "ste"
+      gdn="classic",             # "classic" (sqrt) | "simplified" (TFC 2.x default)
+      crop=256,                  # training crop size
+      eval_path="",              # folder of eval PNGs; "" -> Kodak (shared data or packaged sample)
+      aux_learning_rate=1e-3,    # optimizer of the entropy-bottleneck quantiles
+  ))
+
   c.parallel = ConfigDict(dict(
       model_axis=1,              # size of the second mesh axis ("model")
       shard_params_min_size=2**20,  # params with more elements shard on "model"
@@ -116,6 +131,10 @@ def optimizer_config(**overrides: Any) -> ConfigDict:
 _CHOICES = {
     "mode": ("train_and_evaluate", "train", "evaluate"),
     "task": ("classification", "rate_distortion"),
+    "codec.architecture": ("factorized", "hyperprior", "bls2017"),
+    "codec.distortion": ("mse", "ms_ssim"),
+    "codec.quantization": ("noise", "ste"),
+    "codec.gdn": ("classic", "simplified"),
     "model.dtype": ("float32", "bfloat16"),
     "model.jpeg.init": ("quality", "sensitivity", "lsq"),
     "model.jpeg.alpha_mode": ("fixed", "trainable", "hardness_matching"),
