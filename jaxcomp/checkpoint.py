@@ -20,6 +20,10 @@ class Checkpointer:
         os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
+  @property
+  def directory(self) -> str:
+    return str(self._manager.directory)
+
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
@@ -27,7 +31,7 @@ class Checkpointer:
     """Saves `state` at `step` and waits until it is on disk."""
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.StandardSave(state))
+    self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
     self._manager.wait_until_finished()
 
   def restore(self, template: Any, step: int | None = None) -> Any:

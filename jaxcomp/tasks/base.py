@@ -7,6 +7,7 @@ every task (CONVENTIONS: no near-duplicate train steps).
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Iterator, Protocol
 
 import jax
@@ -49,7 +50,12 @@ class Task(Protocol):
 TASKS: Registry = Registry("task")
 
 
+_TASK_MODULES = {"classification": "jaxcomp.tasks.classification",
+                 "rate_distortion": "jaxcomp.tasks.rate_distortion"}
+
+
 def get_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Task:
-  """Builds the task named by `config.task` (importing the task modules)."""
-  from jaxcomp.tasks import classification, rate_distortion  # noqa: F401  (registers)
+  """Builds the task named by `config.task` (importing only its module)."""
+  if config.task in _TASK_MODULES:
+    importlib.import_module(_TASK_MODULES[config.task])  # registers it
   return TASKS.get(config.task)(config, mesh)

@@ -1,0 +1,139 @@
+"""Image classification: a zoo backbone (optionally behind a JPEG-DL layer) on a dataset.
+
+Batches carry uint8 images; the loss converts them to [0, 1] floats on the
+device, so the host ships 4x fewer bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Iterator
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxcomp import data as data_lib
+from jaxcomp import models as models_lib
+from jaxcomp import parallel
+from jaxcomp.models.classifier import ImageClassifier
+from jaxcomp.tasks.base import TASKS, Batch, Variables
+
+
+def to_unit_float(images: jax.Array) -> jax.Array:
+  """uint8 [0, 255] -> float32 [0, 1]; float input is returned as float32."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, *, num_classes: int,
+                  label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy with optional label smoothing, [B]."""
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing > 0:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def build_classifier(config: ml_collections.ConfigDict, *, num_classes: int,
+                     num_channels: int, mean: tuple[float, ...],
+                     std: tuple[float, ...]) -> ImageClassifier:
+  """The model `config.model` describes, for a dataset's classes and statistics."""
+  dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
+  kwargs = {"width": config.model.width} if config.model.width else {}
+  backbone = models_lib.MODELS.get(config.model.name)(
+      num_classes=num_classes, dtype=dtype, **kwargs)
+  jpeg_layer = None
+  if config.model.jpeg_layer:
+    from jaxcomp.layers import jpeg_layer as jpeg_layer_lib  # pylint: disable=g-import-not-at-top
+    jpeg_layer = jpeg_layer_lib.JpegLayer.from_config(config.model.jpeg, num_channels)
+  return ImageClassifier(backbone=backbone, mean=tuple(mean), std=tuple(std),
+                         jpeg_layer=jpeg_layer)
+
+
+@TASKS.register("classification")
+class ClassificationTask:
+  """Supervised classification with cross-entropy (see `tasks.base.Task`)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+    self.config = config
+    self.mesh = mesh
+    self.train_ds = data_lib.get_dataset(config.data, config.data.train_split)
+    self.eval_ds = data_lib.get_dataset(config.data, config.data.eval_split)
+    parallel.check_batch_divisible(config.train.batch_size, mesh)
+    parallel.check_batch_divisible(config.eval.batch_size, mesh)
+    self.num_classes = self.train_ds.num_classes
+    self.model = build_classifier(
+        config, num_classes=self.num_classes, num_channels=self.train_ds.image_shape[-1],
+        mean=self.train_ds.mean, std=self.train_ds.std)
+    self.steps_per_epoch = max(len(self.train_ds) // config.train.batch_size, 1)
+
+  # --- data ---------------------------------------------------------------
+  def train_iterator(self, *, seed: int, start_step: int) -> Iterator[Batch]:
+    return data_lib.train_batches(
+        self.train_ds, batch_size=self.config.train.batch_size, seed=seed,
+        start_step=start_step, augment=self.config.data.augment,
+        process_index=jax.process_index(), process_count=jax.process_count())
+
+  # --- model ----------------------------------------------------------------
+  def init_variables(self, rng: jax.Array, batch: Batch) -> Variables:
+    images = to_unit_float(jnp.asarray(batch["image"][:1]))
+    variables = self.model.init(rng, images, train=False)
+    return flax.core.unfreeze(variables)
+
+  def apply_fn(self, variables: Variables, images: jax.Array) -> jax.Array:
+    """Eval-mode logits of [0, 1] images: the `apply_fn` attacks take."""
+    logits, _ = self.model.apply(variables, images, train=False)
+    return logits
+
+  def loss(self, variables: Variables, batch: Batch, rng: jax.Array, *,
+           train: bool) -> tuple[jax.Array, tuple[dict[str, jax.Array], Variables]]:
+    del rng  # the classifiers here are deterministic (no dropout)
+    images = to_unit_float(batch["image"])
+    mutable = [k for k in variables if k != "params"] if train else []
+    if mutable:
+      (logits, _), updates = self.model.apply(variables, images, train=True, mutable=mutable)
+    else:
+      logits, _ = self.model.apply(variables, images, train=train)
+      updates = {}
+    per_example = cross_entropy(logits, batch["label"], num_classes=self.num_classes,
+                                label_smoothing=self.config.train.label_smoothing)
+    loss = per_example.mean()
+    accuracy = (jnp.argmax(logits, -1) == batch["label"]).mean()
+    return loss, ({"loss": loss, "accuracy": accuracy}, updates)
+
+  def param_labels(self, params: Any) -> Any:
+    """"jpeg" for the JPEG-DL tables, "default" for the backbone."""
+    flat = flax.traverse_util.flatten_dict(params)
+    return flax.traverse_util.unflatten_dict(
+        {k: ("jpeg" if k[0] == "jpeg_layer" else "default") for k in flat})
+
+  # --- evaluation -------------------------------------------------------------
+  @functools.cached_property
+  def _compiled_eval_step(self):
+    def step(variables, batch):
+      images = to_unit_float(batch["image"])
+      logits, _ = self.model.apply(variables, images, train=False)
+      per_example = cross_entropy(logits, batch["label"], num_classes=self.num_classes)
+      mask = batch["mask"].astype(jnp.float32)
+      correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+      return {"loss_sum": (per_example * mask).sum(), "correct": (correct * mask).sum(),
+              "count": mask.sum()}
+    return jax.jit(step)
+
+  def evaluate(self, variables: Variables, mesh: jax.sharding.Mesh) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy over the whole eval split."""
+    totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+    for batch in data_lib.eval_batches(
+        self.eval_ds, batch_size=self.config.eval.batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count()):
+      out = self._compiled_eval_step(variables, parallel.host_to_global(batch, mesh))
+      for k, v in jax.device_get(out).items():
+        totals[k] += float(v)
+    count = max(totals["count"], 1.0)
+    return {"accuracy": totals["correct"] / count, "loss": totals["loss_sum"] / count,
+            "num_examples": int(totals["count"])}
+

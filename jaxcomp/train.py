@@ -1,0 +1,299 @@
+"""The one trainer: train state, a pure train step, and the loop with checkpoints.
+
+Every task (classification, rate-distortion) runs through `train_step`; JPEG-DL
+and the codecs' auxiliary quantiles plug in through parameter groups of the
+optimizer, not through copies of the loop.
+
+Reproducibility: batch s is a function of (seed, s) and the step's randomness is
+`fold_in(rng, step)`, so a run resumed from a checkpoint computes exactly what
+an uninterrupted run computes (tested on CPU).
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+import signal
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxcomp import checkpoint as checkpoint_lib
+from jaxcomp import config_lib
+from jaxcomp import optim
+from jaxcomp import parallel
+from jaxcomp import writers
+from jaxcomp.tasks import base as tasks_base
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue: a pytree that orbax saves whole."""
+  step: jax.Array            # int32 scalar: optimizer steps taken
+  params: Any
+  collections: Any           # mutable model collections, e.g. {"batch_stats": ...}
+  opt_state: Any
+  ema_params: Any            # EMA of params ({} when EMA is off)
+  rng: jax.Array             # uint32[2] base key; step s uses fold_in(rng, s)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: Callable,
+               tx: optax.GradientTransformation, schedule: optax.Schedule,
+               accum_steps: int = 1, ema_decay: float = 0.0
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on a global batch (pure; jit it with shardings).
+
+  Args:
+    state: the current train state.
+    batch: global batch, leading axis the batch.
+    loss_fn: `task.loss(variables, batch, rng, train=True) -> (loss, (metrics, updates))`.
+    tx: the optimizer.
+    schedule: learning rate of the default group (logged).
+    accum_steps: split the batch into this many micro-batches and average their
+      gradients (mutable collections update micro-batch after micro-batch).
+    ema_decay: if > 0, `ema = d * ema + (1 - d) * params` after the update.
+
+  Returns:
+    The new state and scalar metrics (the task's, plus grad_norm and learning_rate).
+  """
+  rng = jax.random.fold_in(state.rng, state.step)
+
+  def objective(params, collections, micro, key):
+    return loss_fn({"params": params, **collections}, micro, key, train=True)
+
+  grad_fn = jax.value_and_grad(objective, has_aux=True)
+  if accum_steps == 1:
+    (_, (metrics, updates)), grads = grad_fn(state.params, state.collections, batch, rng)
+    collections = {**state.collections, **updates}
+  else:
+    micro = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
+
+    def body(carry, inputs):
+      colls, grad_sum = carry
+      mb, i = inputs
+      (_, (m, up)), g = grad_fn(state.params, colls, mb, jax.random.fold_in(rng, i))
+      return ({**colls, **up}, jax.tree.map(jnp.add, grad_sum, g)), m
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (collections, grad_sum), per_micro = jax.lax.scan(
+        body, (state.collections, zeros), (micro, jnp.arange(accum_steps)))
+    grads = jax.tree.map(lambda g: g / accum_steps, grad_sum)
+    metrics = jax.tree.map(jnp.mean, per_micro)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema_params = state.ema_params
+  if ema_decay > 0:
+    ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
+                              state.ema_params, params)
+  metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+                 learning_rate=schedule(state.step))
+  new_state = state.replace(step=state.step + 1, params=params, collections=collections,
+                            opt_state=opt_state, ema_params=ema_params)
+  return new_state, metrics
+
+
+class Trainer:
+  """Builds the state, its shardings and the jitted step for a task and config."""
+
+  def __init__(self, config: ml_collections.ConfigDict, task: Any, mesh: jax.sharding.Mesh):
+    self.config = config
+    self.task = task
+    self.mesh = mesh
+    self.steps_per_epoch = task.steps_per_epoch
+    self.total_steps = config.train.num_steps or max(
+        int(round(config.train.epochs * self.steps_per_epoch)), 1)
+    accum = config.train.grad_accum_steps
+    if config.train.batch_size % accum:
+      raise config_lib.ConfigError(
+          f"train.batch_size={config.train.batch_size} is not divisible by "
+          f"train.grad_accum_steps={accum}")
+
+  def init_state(self, batch: dict[str, np.ndarray]) -> TrainState:
+    """A fresh state, seeded by `config.seed`, laid out with its shardings.
+
+    Also builds the optimizer (`self.tx`), whose parameter groups come from
+    the task's labels of the parameter tree.
+    """
+    example = {k: np.asarray(v[:1]) for k, v in batch.items()}
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(self.config.seed))
+    shapes = jax.eval_shape(self.task.init_variables, init_rng, example)
+    self.tx, self.schedule = optim.make_optimizer(
+        self.config, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
+        labels=self.task.param_labels(shapes["params"]),
+        lsq_grad_scale=getattr(self.task, "lsq_grad_scale", 1.0))
+
+    def init() -> TrainState:
+      variables = dict(self.task.init_variables(init_rng, example))
+      params = variables.pop("params")
+      ema = jax.tree.map(jnp.copy, params) if self.config.train.ema_decay > 0 else {}
+      return TrainState(step=jnp.zeros((), jnp.int32), params=params, collections=variables,
+                        opt_state=self.tx.init(params), ema_params=ema, rng=state_rng)
+
+    abstract = jax.eval_shape(init)
+    self.state_shardings = parallel.param_shardings(
+        abstract, self.mesh, self.config.parallel.shard_params_min_size)
+    self.abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        abstract, self.state_shardings)
+    return jax.jit(init, out_shardings=self.state_shardings)()
+
+  @functools.cached_property
+  def step_fn(self) -> Callable:
+    """`train_step` jitted with explicit shardings; the old state is donated."""
+    step = functools.partial(
+        train_step, loss_fn=self.task.loss, tx=self.tx, schedule=self.schedule,
+        accum_steps=self.config.train.grad_accum_steps,
+        ema_decay=self.config.train.ema_decay)
+    return jax.jit(step, in_shardings=(self.state_shardings, parallel.data_sharding(self.mesh)),
+                   out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
+                   donate_argnums=0)
+
+  def eval_variables(self, state: TrainState) -> dict[str, Any]:
+    params = state.ema_params if self.config.train.ema_decay > 0 else state.params
+    return {"params": params, **state.collections}
+
+
+class _PreemptionFlag:
+  """Turns SIGTERM into a flag the loop checks between steps (main thread only)."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no preemption handling
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _every(n: int, default: int) -> int:
+  return n if n > 0 else default
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs what `config.mode` asks for in `workdir` and returns the summary.
+
+  Writes `config.json`, `metrics.jsonl`, `tensorboard/`, `checkpoints/`,
+  `plots.png` and `summary.json`. Restarted on the same workdir, it resumes
+  from the latest checkpoint. SIGTERM saves a checkpoint and returns with
+  `summary["preempted"] = True`. A non-finite loss raises `FloatingPointError`
+  and keeps the last good checkpoint.
+  """
+  config = config_lib.validate(config)
+  workdir_path = pathlib.Path(workdir)
+  workdir_path.mkdir(parents=True, exist_ok=True)
+  parallel.initialize_distributed()
+  is_main = jax.process_index() == 0
+  mesh = parallel.create_mesh(config.parallel.model_axis)
+  task = tasks_base.get_task(config, mesh)
+  trainer = Trainer(config, task, mesh)
+  if is_main:
+    writers.write_atomic(workdir_path / "config.json", config.to_json_best_effort(indent=2))
+  ckpt = checkpoint_lib.Checkpointer(str(workdir_path / "checkpoints"),
+                                     keep=config.train.keep_checkpoints)
+  writer = writers.MetricWriter(workdir_path, enabled=is_main)
+  first_batch = next(iter(task.train_iterator(seed=config.seed, start_step=0)))
+  state = trainer.init_state(first_batch)
+  start_step = ckpt.latest_step() or 0
+  if start_step:
+    state = ckpt.restore(trainer.abstract_state, start_step)
+  summary: dict[str, Any] = {"workdir": str(workdir_path), "total_steps": trainer.total_steps,
+                             "steps_per_epoch": trainer.steps_per_epoch,
+                             "resumed_from_step": start_step, "preempted": False}
+  try:
+    if config.mode == "evaluate":
+      if not start_step:
+        raise FileNotFoundError(f"mode=evaluate needs a checkpoint in {workdir_path}/checkpoints")
+    else:
+      summary.update(_train_loop(config, trainer, state, start_step, ckpt, writer, is_main))
+      state = summary.pop("state")
+    if config.mode != "train" and not summary["preempted"]:
+      eval_metrics = task.evaluate(trainer.eval_variables(state), mesh)
+      writer.write(int(state.step), "eval", eval_metrics)
+      summary["eval"] = eval_metrics
+  finally:
+    writer.close()
+    ckpt.close()
+  summary["final_step"] = int(state.step)
+  if is_main:
+    writers.plot_metrics(workdir_path)
+    writers.write_json(workdir_path / "summary.json", summary)
+  return summary
+
+
+def _train_loop(config, trainer: Trainer, state: TrainState, start_step: int,
+                ckpt: checkpoint_lib.Checkpointer, writer: writers.MetricWriter,
+                is_main: bool) -> dict[str, Any]:
+  """Steps from `start_step` to `trainer.total_steps`; returns state and timing."""
+  task, mesh, total = trainer.task, trainer.mesh, trainer.total_steps
+  log_every = _every(config.train.log_every_steps, trainer.steps_per_epoch)
+  eval_every = _every(config.train.eval_every_steps, trainer.steps_per_epoch)
+  ckpt_every = _every(config.train.checkpoint_every_steps, trainer.steps_per_epoch)
+  batches = task.train_iterator(seed=config.seed, start_step=start_step)
+  last_good = start_step
+  pending: list[dict[str, jax.Array]] = []
+  bar = None
+  if is_main and config.train.progress_bar:
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm(total=total, initial=start_step, unit="step", dynamic_ncols=True)
+  t_start, t_window, steps_window = time.perf_counter(), time.perf_counter(), 0
+  images_seen, preempted = 0, False
+  step = start_step
+  with _PreemptionFlag() as flag:
+    while step < total:
+      batch = parallel.host_to_global(next(batches), mesh)
+      state, metrics = trainer.step_fn(state, batch)
+      step += 1
+      steps_window += 1
+      images_seen += config.train.batch_size
+      pending.append(metrics)
+      if bar is not None:
+        bar.update(1)
+      at_ckpt = step % ckpt_every == 0 or step == total or flag.raised
+      if step % log_every == 0 or at_ckpt or step % eval_every == 0:
+        host = jax.device_get(pending)
+        pending = []
+        losses = np.asarray([m["loss"] for m in host], np.float64)
+        if not np.all(np.isfinite(losses)):
+          raise FloatingPointError(
+              f"non-finite loss {losses[-1]} at step {step}; stopping. The last good "
+              f"checkpoint (step {last_good}) is kept in {ckpt.directory}. "
+              "Lower optim.learning_rate or set optim.grad_clip_norm.")
+        now = time.perf_counter()
+        row = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
+        row["steps_per_s"] = steps_window / max(now - t_window, 1e-9)
+        row["images_per_s"] = row["steps_per_s"] * config.train.batch_size
+        row["epoch"] = step / trainer.steps_per_epoch
+        writer.write(step, "train", row)
+        if bar is not None:
+          bar.set_postfix(loss=f"{row['loss']:.4f}", steps_s=f"{row['steps_per_s']:.2f}")
+        t_window, steps_window = now, 0
+      if at_ckpt:
+        ckpt.save(step, state)
+        last_good = step
+      if flag.raised:
+        preempted = True
+        break
+      if step % eval_every == 0 and step < total and config.mode != "train":
+        writer.write(step, "eval", task.evaluate(trainer.eval_variables(state), mesh))
+  if bar is not None:
+    bar.close()
+  seconds = time.perf_counter() - t_start
+  return {"state": state, "preempted": preempted, "train_seconds": seconds,
+          "train_images_per_s": images_seen / max(seconds, 1e-9)}

@@ -1,0 +1,112 @@
+"""What a run leaves in its workdir: metrics (JSON lines + TensorBoard), JSON files, plots.
+
+Every file is written to a temporary name and renamed into place, so a crash
+never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any, Mapping
+
+import numpy as np
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, (np.generic, np.ndarray)):
+    return value.tolist()
+  if hasattr(value, "tolist"):  # jax arrays
+    return np.asarray(value).tolist()
+  return value
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+  """Writes `data` to `path` through a temporary file and `os.replace`."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+  """Atomically writes `obj` as indented JSON."""
+  write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+class MetricWriter:
+  """Appends `{"step": s, "split": ..., **metrics}` lines to `metrics.jsonl` and TensorBoard.
+
+  Only process 0 writes (multi-host runs log once).
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True):
+    self.enabled = enabled
+    self.path = pathlib.Path(workdir) / "metrics.jsonl"
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+
+  def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), "split": split}
+    row.update({k: _jsonable(v) for k, v in metrics.items()})
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+      f.flush()
+    for k, v in metrics.items():
+      if np.ndim(v) == 0 and isinstance(_jsonable(v), (int, float)):
+        self._tb.add_scalar(f"{split}/{k}", float(_jsonable(v)), int(step))
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
+  """All rows of `metrics.jsonl` (empty if there is none)."""
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_metrics(workdir: str | os.PathLike, *, keys: tuple[str, ...] = ("loss", "accuracy")
+                 ) -> pathlib.Path | None:
+  """Plots train and eval curves of `keys` into `workdir/plots.png`."""
+  rows = read_metrics(workdir)
+  if not rows:
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  keys = tuple(k for k in keys if any(k in r for r in rows))
+  fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(5 * max(len(keys), 1), 3.5),
+                           squeeze=False)
+  for ax, key in zip(axes[0], keys):
+    for split in ("train", "eval"):
+      pts = [(r["step"], r[key]) for r in rows if r["split"] == split and key in r]
+      if pts:
+        ax.plot(*zip(*pts), marker="o" if split == "eval" else None, label=split)
+    ax.set_xlabel("step")
+    ax.set_title(key)
+    ax.legend()
+  fig.tight_layout()
+  out = pathlib.Path(workdir) / "plots.png"
+  tmp = out.with_name(".plots.tmp.png")
+  fig.savefig(tmp, dpi=100)
+  plt.close(fig)
+  os.replace(tmp, out)
+  return out
