@@ -69,6 +69,12 @@ def test_ragged_sizes_and_image_folder_dataset(tmp_path, data_config):
   np.testing.assert_allclose(ds.std, both.std(0), atol=1e-12)
 
 
+def test_pack_mixes_grey_into_rgb():
+  grey, rgb = np.full((2, 2, 1), 9, np.uint8), np.zeros((2, 2, 3), np.uint8)
+  out = readers.pack([grey, rgb], np.array([0, 1]))
+  assert out["images"].shape == (2, 2, 2, 3) and (out["images"][0] == 9).all()
+
+
 def test_decode_grey_and_palette():
   grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
   assert readers.decode_image(_png(grey)).shape == (3, 4, 1)
