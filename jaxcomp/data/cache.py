@@ -10,10 +10,11 @@ a changed source is decoded again.
 
 from __future__ import annotations
 
+import collections.abc
 import hashlib
 import os
 import pathlib
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def cached_arrays(cache_dir: str | os.PathLike | None, tag: str, key: str,
     build: makes the arrays (numeric or unicode numpy arrays, no objects).
 
   Returns:
-    name -> array, loaded lazily (an `np.lib.npyio.NpzFile`).
+    name -> array, each read from disk when first asked for.
   """
   folder = pathlib.Path(cache_dir or DEFAULT_CACHE_DIR).expanduser()
   digest = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -53,4 +54,25 @@ def cached_arrays(cache_dir: str | os.PathLike | None, tag: str, key: str,
     with open(tmp, "wb") as f:
       np.savez(f, **arrays)
     os.replace(tmp, path)
-  return np.load(path, allow_pickle=False)
+  return LazyArrays(path)
+
+
+class LazyArrays(collections.abc.Mapping):
+  """The arrays of an `.npz` file, each loaded on access (the file is not kept open)."""
+
+  def __init__(self, path: pathlib.Path):
+    self.path = path
+    with np.load(path, allow_pickle=False) as f:
+      self._names = list(f.files)
+
+  def __getitem__(self, name: str) -> np.ndarray:
+    if name not in self._names:
+      raise KeyError(f"{name!r} not in {self.path} (has {self._names})")
+    with np.load(self.path, allow_pickle=False) as f:
+      return f[name]
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._names)
+
+  def __len__(self) -> int:
+    return len(self._names)

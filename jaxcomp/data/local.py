@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+from typing import Callable, Mapping
 
 import ml_collections
 
@@ -85,31 +86,34 @@ def _stored_shape(source: ArraySource | RaggedSource) -> tuple[int | None, ...]:
   return (None, None, int(source.shapes[0, -1]))
 
 
-def _class_folder_arrays(c: ml_collections.ConfigDict, path: pathlib.Path, split: str, tag: str):
-  if path.is_dir():   # the key covers every image file
-    with readers.open_container(path) as (names, _):
-      members = [path / m for m in names]
-  else:
-    members = [path]
-  key = f"{_READER_VERSION}|class_folders|{split}|{path.resolve()}\n{file_key(members)}"
-  return cached_arrays(c.cache_dir, f"{tag}-{split}", key,
-                       lambda: readers.read_class_folders(path, split))
+def _train_stats(arrays_of: Callable[[str], Mapping], c: ml_collections.ConfigDict):
+  """Statistics of the training split, for generic data."""
+  train = arrays_of(c.train_split)
+  return tuple(train["mean"]), tuple(train["std"])
 
 
 def _class_folder_dataset(c, split, *, name, path, stats=None):
   """Without `stats` (generic data): statistics of the training split, and the
   augmentation "cifar" up to 64x64 pixels, else "inception" (ImageNet style)."""
-  arrays = _class_folder_arrays(c, path, split, name)
+  if path.is_dir():   # the key covers every image file
+    with readers.open_container(path) as (names, _):
+      members = [path / m for m in names]
+  else:
+    members = [path]
+
+  def arrays_of(s: str) -> Mapping:
+    key = f"{_READER_VERSION}|class_folders|{s}|{path.resolve()}\n{file_key(members)}"
+    return cached_arrays(c.cache_dir, f"{name}-{s}", key,
+                         lambda: readers.read_class_folders(path, s))
+
+  arrays = arrays_of(split)
   source = _source(arrays)
   stored = _stored_shape(source)
-  small = stored[0] is not None and max(stored[:2]) <= 64
-  if stats is None:
-    train = arrays if split == c.train_split else _class_folder_arrays(c, path, c.train_split, name)
-    stats = (tuple(train["mean"]), tuple(train["std"]))
   class_names = tuple(str(s) for s in arrays["class_names"])
   ds = make_dataset(name, split, source, num_classes=len(class_names), class_names=class_names,
-                    stats=stats, default_augment="cifar", stored_shape=stored,
-                    image_size=c.image_size)
+                    stats=stats or _train_stats(arrays_of, c), default_augment="cifar",
+                    stored_shape=stored, image_size=c.image_size)
+  small = stored[0] is not None and max(stored[:2]) <= 64
   return ds if small else dataclasses.replace(ds, default_augment="inception",
                                               eval_crop=IMAGENET_EVAL_CROP)
 
@@ -141,19 +145,16 @@ def image_folder(c: ml_collections.ConfigDict, split: str) -> ImageDataset:
 
 
 def _idx_dataset(c, split, *, name, folder, stats=None, class_names=None):
-  def arrays_of(s):
+  """Without `class_names` (generic data): labels 0 .. max label of the training split."""
+  def arrays_of(s: str) -> Mapping:
     key = f"{_READER_VERSION}|idx|{s}\n{file_key(list(readers.idx_files(folder, s)))}"
     return cached_arrays(c.cache_dir, f"{name}-{s}", key, lambda: readers.read_idx_split(folder, s))
 
-  arrays = arrays_of(split)
-  source = _source(arrays)
-  if stats is None:
-    train = arrays if split == c.train_split else arrays_of(c.train_split)
-    stats = (tuple(train["mean"]), tuple(train["std"]))
-  num_classes = len(class_names) if class_names else int(source.labels.max()) + 1
-  return make_dataset(name, split, source, num_classes=num_classes,
-                      class_names=class_names or tuple(str(i) for i in range(num_classes)),
-                      stats=stats, default_augment="cifar",
+  source = _source(arrays_of(split))
+  if not class_names:
+    class_names = tuple(str(i) for i in range(int(arrays_of(c.train_split)["labels"].max()) + 1))
+  return make_dataset(name, split, source, num_classes=len(class_names), class_names=class_names,
+                      stats=stats or _train_stats(arrays_of, c), default_augment="cifar",
                       stored_shape=_stored_shape(source), image_size=c.image_size)
 
 

@@ -140,7 +140,8 @@ def read_idx(path: pathlib.Path) -> np.ndarray:
   dtype = np.dtype(_IDX_DTYPES[data[2]])
   if len(data) != 4 + 4 * ndim + int(np.prod(dims)) * dtype.itemsize:
     raise ValueError(f"{path}: {len(data)} bytes do not match the IDX header dims {dims}")
-  return np.frombuffer(data, dtype, offset=4 + 4 * ndim).reshape(dims).astype(dtype.newbyteorder("="))
+  array = np.frombuffer(data, dtype, offset=4 + 4 * ndim).reshape(dims)
+  return array.astype(dtype.newbyteorder("="))
 
 
 def idx_files(folder: pathlib.Path, split: str) -> tuple[pathlib.Path, pathlib.Path]:
@@ -152,7 +153,8 @@ def idx_files(folder: pathlib.Path, split: str) -> tuple[pathlib.Path, pathlib.P
   tried = []
   for name in _IDX_SPLIT_ALIASES.get(split, (split,)):
     for suffix in (".gz", ""):
-      pair = (folder / f"{name}-images-idx3-ubyte{suffix}", folder / f"{name}-labels-idx1-ubyte{suffix}")
+      pair = (folder / f"{name}-images-idx3-ubyte{suffix}",
+              folder / f"{name}-labels-idx1-ubyte{suffix}")
       if all(p.is_file() for p in pair):
         return pair
       tried += [str(p) for p in pair]
@@ -189,8 +191,5 @@ def load_images(path: str | os.PathLike) -> list[np.ndarray]:
       if folder.is_dir() else []
   if not files:
     raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-  out = []
-  for f in files:
-    with Image.open(f) as im:
-      out.append(np.asarray(im.convert("RGB")))
-  return out
+  images = [decode_image(f.read_bytes()) for f in files]
+  return [np.repeat(im, 3, axis=-1) if im.shape[-1] == 1 else im for im in images]
