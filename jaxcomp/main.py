@@ -11,6 +11,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from jaxcomp import config_lib
@@ -27,6 +28,8 @@ EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   try:
     config = config_lib.validate(_CONFIG.value)
   except config_lib.ConfigError as e:

@@ -253,7 +253,7 @@ def _train_loop(config, trainer: Trainer, state: TrainState, start_step: int,
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm(total=total, initial=start_step, unit="step", dynamic_ncols=True)
   t_start, t_window, steps_window = time.perf_counter(), time.perf_counter(), 0
-  images_seen, preempted = 0, False
+  images_seen, preempted, window_rates = 0, False, []
   step = start_step
   with _PreemptionFlag() as flag:
     while step < total:
@@ -279,6 +279,7 @@ def _train_loop(config, trainer: Trainer, state: TrainState, start_step: int,
         row = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
         row["steps_per_s"] = steps_window / max(now - t_window, 1e-9)
         row["images_per_s"] = row["steps_per_s"] * config.train.batch_size
+        window_rates.append(row["images_per_s"])
         row["epoch"] = step / trainer.steps_per_epoch
         writer.write(step, "train", row)
         if bar is not None:
@@ -296,4 +297,7 @@ def _train_loop(config, trainer: Trainer, state: TrainState, start_step: int,
     bar.close()
   seconds = time.perf_counter() - t_start
   return {"state": state, "preempted": preempted, "train_seconds": seconds,
-          "train_images_per_s": images_seen / max(seconds, 1e-9)}
+          "train_images_per_s": images_seen / max(seconds, 1e-9),
+          # The first window includes compilation; the median of the others is
+          # the steady-state rate.
+          "steady_images_per_s": float(np.median(window_rates[1:] or window_rates or [0.0]))}
