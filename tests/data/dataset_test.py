@@ -97,9 +97,11 @@ def test_missing_data_errors(data_config, tmp_path, monkeypatch):
   missing = tmp_path / "nothing.zip"
   with pytest.raises(FileNotFoundError, match=f"{missing}.*data.path.*JAXCOMP_SHARED_DATA.*cifar10_sample"):
     data.get_dataset(data_config(name="cifar10_jpeg75", path=str(missing)), "train")
-  # Nothing in any default place: every place is named.
+  # Search order: $JAXCOMP_SHARED_DATA, ../shared/data from the current directory, ...
   monkeypatch.setenv("JAXCOMP_SHARED_DATA", str(tmp_path))
   monkeypatch.chdir(tmp_path)
+  assert data.local.shared_data_dirs()[:2] == [tmp_path, (tmp_path / "../shared/data").resolve()]
+  # ... and beside the checkout, where the data is; hide it: every place is named.
   monkeypatch.setattr(data.local, "shared_data_dirs", lambda: [tmp_path, tmp_path / "x"])
   with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'fashion_mnist'}, {tmp_path / 'x'}"):
     data.get_dataset(data_config(name="fashion_mnist_idx"), "train")
