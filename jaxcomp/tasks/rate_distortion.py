@@ -1,0 +1,157 @@
+"""Rate-distortion training of learned codecs (SPEC Sec. 3; Ballé et al. 2018, Eq. 2).
+
+Loss `L = R + lambda * 255^2 * MSE` (or `R + lambda * (1 - MS-SSIM)`), `R` in bits
+per pixel from the likelihoods of the noisy (or straight-through rounded)
+latents, plus the entropy bottleneck's auxiliary quantile loss, whose gradient
+reaches only the quantiles: `param_labels` puts them in the "aux" group, which
+the trainer optimises with Adam at `codec.aux_learning_rate`.
+
+Data: random `codec.crop` squares of the photos in `data.path` (default
+`../shared/data/photos`); batch s depends on (seed, s) only. Evaluation: every
+image of `codec.eval_path` (default Kodak) at full size, rate estimated from the
+likelihoods of the rounded latents (`mode="dequantize"`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Iterator
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxcomp import data as data_lib
+from jaxcomp import metrics
+from jaxcomp import parallel
+from jaxcomp.codecs import learned
+from jaxcomp.data.local import find_data
+from jaxcomp.tasks.base import TASKS, Batch, Variables
+from jaxcomp.tasks.classification import to_unit_float
+
+
+def rd_lambda(codec: ml_collections.ConfigDict) -> float:
+  """`codec.lmbda`, or the quality preset's lambda for `codec.distortion`."""
+  return codec.lmbda or learned.lmbda(codec.quality, codec.distortion)
+
+
+def random_crops(images: list[np.ndarray], *, crop: int, batch_size: int, seed: int,
+                 step: int) -> np.ndarray:
+  """`(batch_size, crop, crop, 3)` uint8 crops; a function of (seed, step) only."""
+  rng = np.random.default_rng([seed, 2, step])
+  which = rng.integers(0, len(images), batch_size)
+  out = np.empty((batch_size, crop, crop, 3), np.uint8)
+  for i, k in enumerate(which):
+    h, w = images[k].shape[:2]
+    top, left = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+    out[i] = images[k][top:top + crop, left:left + crop]
+  return out
+
+
+@TASKS.register("rate_distortion")
+class RateDistortionTask:
+  """Trains `config.codec` on crops of `config.data.path` (see `tasks.base.Task`)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+    self.config = config
+    self.mesh = mesh
+    codec = config.codec
+    self.model = learned.from_config(codec)
+    self.lmbda = rd_lambda(codec)
+    if codec.crop % self.model.downsampling:
+      raise ValueError(f"codec.crop={codec.crop} must be a multiple of "
+                       f"{self.model.downsampling} for {codec.architecture}")
+    if codec.distortion == "ms_ssim" and codec.crop < 176:
+      raise ValueError(f"codec.distortion='ms_ssim' needs codec.crop >= 176, got {codec.crop}")
+    parallel.check_batch_divisible(config.train.batch_size, mesh)
+    photos = find_data(config.data.path, "photos", "codec training photos")
+    self.train_images = [im for im in data_lib.load_images(photos)
+                         if min(im.shape[:2]) >= codec.crop]
+    if not self.train_images:
+      raise ValueError(f"no image in {photos} is at least {codec.crop} pixels a side")
+    pixels = sum(im.shape[0] * im.shape[1] for im in self.train_images)
+    self.steps_per_epoch = max(pixels // (codec.crop ** 2 * config.train.batch_size), 1)
+
+  # --- data ---------------------------------------------------------------
+  def train_iterator(self, *, seed: int, start_step: int) -> Iterator[Batch]:
+    b = self.config.train.batch_size
+    local = b // jax.process_count()
+    sl = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+    step = start_step
+    while True:
+      crops = random_crops(self.train_images, crop=self.config.codec.crop, batch_size=b,
+                           seed=seed, step=step)
+      yield {"image": crops[sl]}
+      step += 1
+
+  @functools.cached_property
+  def eval_images(self) -> list[np.ndarray]:
+    path = self.config.codec.eval_path or data_lib.kodak_dir()
+    images = data_lib.load_images(path)
+    n = self.config.data.num_eval_examples
+    return images[:n] if n else images
+
+  # --- model ----------------------------------------------------------------
+  def init_variables(self, rng: jax.Array, batch: Batch) -> Variables:
+    x = to_unit_float(jnp.asarray(batch["image"][:1]))
+    return flax.core.unfreeze(self.model.init(rng, x, mode="dequantize"))
+
+  def _forward(self, variables, x, *, mode, key=None):
+    out = self.model.apply(variables, x, mode=mode, key=key)
+    num_pixels = x.shape[0] * x.shape[1] * x.shape[2]
+    bpp = {k: metrics.bits_per_pixel(v, num_pixels) for k, v in out["likelihoods"].items()}
+    return out, bpp
+
+  def loss(self, variables: Variables, batch: Batch, rng: jax.Array, *,
+           train: bool) -> tuple[jax.Array, tuple[dict[str, jax.Array], Variables]]:
+    x = to_unit_float(batch["image"])
+    mode = self.config.codec.quantization if train else "dequantize"
+    out, bpp = self._forward(variables, x, mode=mode, key=rng)
+    rate = sum(bpp.values())
+    mse = jnp.mean(jnp.square(out["x_hat"] - x))
+    if self.config.codec.distortion == "mse":
+      distortion = self.lmbda * 255.0 ** 2 * mse
+    else:
+      distortion = self.lmbda * (1.0 - jnp.mean(metrics.ms_ssim(out["x_hat"], x)))
+    aux = self.model.apply(variables, method=self.model.aux_loss)
+    rd = rate + distortion
+    scalars = {"loss": rd + aux, "rd_loss": rd, "bpp": rate, "mse": mse,
+               "psnr": 10.0 * jnp.log10(1.0 / mse), "aux_loss": aux,
+               **{f"bpp_{k}": v for k, v in bpp.items()}}
+    return rd + aux, (scalars, {})
+
+  def param_labels(self, params: Any) -> Any:
+    """"aux" for the entropy bottleneck's quantiles, "default" for the rest."""
+    flat = flax.traverse_util.flatten_dict(params)
+    return flax.traverse_util.unflatten_dict(
+        {k: ("aux" if k[-1] == "quantiles" else "default") for k in flat})
+
+  # --- evaluation -------------------------------------------------------------
+  @functools.cached_property
+  def _eval_step(self):
+    def step(variables, image):
+      x = to_unit_float(image)
+      out, bpp = self._forward(variables, x, mode="dequantize")
+      x_hat = jnp.clip(out["x_hat"], 0.0, 1.0)
+      result = {"bpp": sum(bpp.values()), "psnr": metrics.psnr(x_hat, x)[0],
+                "ms_ssim": metrics.ms_ssim(x_hat, x)[0]}
+      return {**result, **{f"bpp_{k}": v for k, v in bpp.items()}}
+    return jax.jit(step)
+
+  def evaluate(self, variables: Variables, mesh: jax.sharding.Mesh) -> dict[str, float]:
+    """Mean per-image bpp (from likelihoods), PSNR and MS-SSIM of the clipped reconstruction.
+
+    Each image is cropped to a multiple of the model's downsampling (Kodak
+    needs none).
+    """
+    del mesh
+    d = self.model.downsampling
+    rows = []
+    for image in self.eval_images:
+      h, w = image.shape[0] // d * d, image.shape[1] // d * d
+      rows.append(jax.device_get(self._eval_step(variables, image[None, :h, :w])))
+    out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    out["num_images"] = len(rows)
+    return out
