@@ -56,9 +56,11 @@ def norm_of(delta: jax.Array, norm: str) -> jax.Array:
   return {"linf": linf, "l2": l2, "rmse": rmse}[norm](delta)
 
 
-def to_l2(eps: float, norm: str, shape: tuple[int, ...]) -> tuple[float, str]:
-  """Rewrites an RMSE budget for images of `shape` [B, H, W, C] as an L2 one."""
+def to_l2(eps: float | None, norm: str, shape: tuple[int, ...]) -> tuple[float | None, str]:
+  """Rewrites an RMSE budget for images of `shape` [B, H, W, C] as an L2 one (None: no budget)."""
   check_norm(norm)
+  if eps is None:
+    return None, norm
   if norm == "rmse":
     return float(eps) * math.sqrt(math.prod(shape[1:])), "l2"
   return float(eps), norm

@@ -58,7 +58,7 @@ def carlini_wagner_l2(apply_fn: core.ApplyFn, params: Any, images: jax.Array, la
   if kappa < 0 or c_init <= 0 or learning_rate <= 0:
     raise ValueError(f"need kappa >= 0, c_init > 0, learning_rate > 0; got {kappa}, {c_init}, "
                      f"{learning_rate}")
-  eps_, norm_ = (None, norm) if eps is None else budgets.to_l2(eps, norm, images.shape)
+  eps_, norm_ = budgets.to_l2(eps, norm, images.shape)
   return _cw(apply_fn, params, images, labels, key, target_labels, kappa, c_init, learning_rate,
              eps_, norm=norm_, binary_search_steps=binary_search_steps, num_steps=num_steps)
 

@@ -50,7 +50,7 @@ def deepfool(apply_fn: core.ApplyFn, params: Any, images: jax.Array, labels: jax
   if num_candidates < 2 or overshoot < 0:
     raise ValueError(f"need num_candidates >= 2 and overshoot >= 0, got {num_candidates}, "
                      f"{overshoot}")
-  eps_, norm_ = (None, norm) if eps is None else budgets.to_l2(eps, norm, images.shape)
+  eps_, norm_ = budgets.to_l2(eps, norm, images.shape)
   return _deepfool(apply_fn, params, images, labels, key, overshoot, eps_, norm=norm_,
                    num_candidates=num_candidates, max_iter=max_iter)
 

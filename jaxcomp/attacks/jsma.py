@@ -55,7 +55,7 @@ def jsma(apply_fn: core.ApplyFn, params: Any, images: jax.Array, labels: jax.Arr
     raise ValueError(f"need 0 < |theta| <= 1 and 0 < gamma <= 1, got {theta}, {gamma}")
   max_changes = int(math.floor(gamma * math.prod(images.shape[1:])))
   core.check_positive_int(max_changes=max_changes)
-  eps_, norm_ = (None, norm) if eps is None else budgets.to_l2(eps, norm, images.shape)
+  eps_, norm_ = budgets.to_l2(eps, norm, images.shape)
   return _jsma(apply_fn, params, images, labels, key, target_labels, eps_, theta=float(theta),
                norm=norm_, max_changes=max_changes)
 

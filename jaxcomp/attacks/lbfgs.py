@@ -56,7 +56,7 @@ def lbfgs(apply_fn: core.ApplyFn, params: Any, images: jax.Array, labels: jax.Ar
                           memory_size=memory_size)
   if c_init <= 0:
     raise ValueError(f"c_init must be > 0, got {c_init}")
-  eps_, norm_ = (None, norm) if eps is None else budgets.to_l2(eps, norm, images.shape)
+  eps_, norm_ = budgets.to_l2(eps, norm, images.shape)
   return _lbfgs(apply_fn, params, images, labels, key, target_labels, c_init, eps_, norm=norm_,
                 binary_search_steps=binary_search_steps, num_steps=num_steps,
                 memory_size=memory_size)

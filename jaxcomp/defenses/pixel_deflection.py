@@ -1,0 +1,79 @@
+"""Pixel deflection (Algorithm 2 of the thesis, papers/001 Ch. 4.5-4.6), vectorised.
+
+K times: pick a pixel p uniformly from the image, pick a pixel n uniformly
+from the square window of apothem r around p clipped to the image
+(`U(R_p^r ∩ I)`; the whole image when r > min(H, W)), and write I'[p] = I[n]
+(all channels; the value is read from the original image I, so deflections do
+not chain). K counts sampling attempts, not performed deflections. Targeted
+variant (Sec. 4.8): the picked pixel is deflected only if its R-CAM value is
+below a fresh U(0, 1) draw, so salient pixels are deflected less.
+
+All K draws of all images are made at once; when one pixel is picked several
+times the last attempt wins, as in the sequential loop (resolved with a
+scatter-max of the attempt index, so the result is deterministic). Clipping
+the window to the image is the same distribution as the reference code's
+resampling of offsets until they fall inside the image.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+
+def pixel_deflection(images: jax.Array, key: jax.Array, *, deflections: int = 100,
+                     window: int = 10, rcam: jax.Array | None = None) -> jax.Array:
+  """Pixel deflection of a batch (Algorithm 2; targeted when `rcam` is given).
+
+  Args:
+    images: [B, H, W, C] images (any dtype; values are copied, not changed).
+    key: PRNG key; the draws of different images are independent.
+    deflections: K >= 0, sampling attempts per image (100 in Table 4.1).
+    window: r >= 0, apothem of the square neighbourhood (10 in Table 4.1).
+    rcam: optional [B, H, W] map in [0, 1] (`robust_cam`); a pixel with value
+      v is deflected with probability 1 - v.
+
+  Returns:
+    [B, H, W, C] images with at most K pixels per image replaced by pixels of
+    their windows in the input.
+  """
+  chex.assert_rank(images, 4)
+  if int(deflections) != deflections or deflections < 0:
+    raise ValueError(f"deflections must be an integer >= 0, got {deflections}")
+  if int(window) != window or window < 0:
+    raise ValueError(f"window must be an integer >= 0, got {window}")
+  b, h, w, c = images.shape
+  if rcam is not None and rcam.shape != (b, h, w):
+    raise ValueError(f"rcam must be [B, H, W] = {(b, h, w)}, got {rcam.shape}")
+  if deflections == 0:
+    return images
+  return _deflect(images, key, rcam, deflections=int(deflections), window=int(window))
+
+
+def _window_draw(key: jax.Array, centre: jax.Array, size: int, r: int, whole: bool) -> jax.Array:
+  lo = jnp.zeros_like(centre) if whole else jnp.maximum(centre - r, 0)
+  hi = jnp.full_like(centre, size - 1) if whole else jnp.minimum(centre + r, size - 1)
+  return jax.random.randint(key, centre.shape, lo, hi + 1)
+
+
+def _deflect(images, key, rcam, *, deflections, window):
+  b, h, w, c = images.shape
+  ky, kx, kny, knx, ku = jax.random.split(key, 5)
+  shape = (b, deflections)
+  py = jax.random.randint(ky, shape, 0, h)
+  px = jax.random.randint(kx, shape, 0, w)
+  whole = window > min(h, w)
+  ny = _window_draw(kny, py, h, window, whole)
+  nx = _window_draw(knx, px, w, window, whole)
+  p, n = py * w + px, ny * w + nx  # flat pixel indices [B, K]
+  attempt = jnp.broadcast_to(jnp.arange(deflections), shape)
+  if rcam is not None:
+    v = jnp.take_along_axis(rcam.reshape(b, -1), p, axis=1)
+    attempt = jnp.where(v < jax.random.uniform(ku, shape), attempt, -1)
+  # winner[b, q]: the last attempt that deflects pixel q (-1: untouched).
+  winner = jnp.full((b, h * w), -1, jnp.int32).at[jnp.arange(b)[:, None], p].max(attempt)
+  src = jnp.take_along_axis(n, jnp.maximum(winner, 0), axis=1)  # [B, H W]
+  flat = images.reshape(b, h * w, c)
+  moved = jnp.take_along_axis(flat, src[..., None], axis=1)
+  return jnp.where(winner[..., None] >= 0, moved, flat).reshape(images.shape)
