@@ -143,6 +143,17 @@ class Trainer:
         abstract, self.state_shardings)
     return jax.jit(init, out_shardings=self.state_shardings)()
 
+  def prepare(self, state: TrainState) -> TrainState:
+    """Lets the task set parameters from data before step 0 (JPEG-DL table init)."""
+    prepare = getattr(self.task, "prepare_params", None)
+    if prepare is None:
+      return state
+    params = prepare(state.params)
+    state = state.replace(params=params, opt_state=self.tx.init(params),
+                          ema_params=(jax.tree.map(jnp.copy, params)
+                                      if self.config.train.ema_decay > 0 else {}))
+    return jax.device_put(state, self.state_shardings)
+
   @functools.cached_property
   def step_fn(self) -> Callable:
     """`train_step` jitted with explicit shardings; the old state is donated."""
@@ -213,6 +224,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   start_step = ckpt.latest_step() or 0
   if start_step:
     state = ckpt.restore(trainer.abstract_state, start_step)
+  elif config.mode != "evaluate":
+    state = trainer.prepare(state)
   summary: dict[str, Any] = {"workdir": str(workdir_path), "total_steps": trainer.total_steps,
                              "steps_per_epoch": trainer.steps_per_epoch,
                              "resumed_from_step": start_step, "preempted": False}

@@ -13,6 +13,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from jaxcomp import data as data_lib
@@ -70,6 +71,13 @@ class ClassificationTask:
         config, num_classes=self.num_classes, num_channels=self.train_ds.image_shape[-1],
         mean=self.train_ds.mean, std=self.train_ds.std)
     self.steps_per_epoch = max(len(self.train_ds) // config.train.batch_size, 1)
+    if config.model.jpeg_layer:
+      # LSQ gradient scale of a step size (Esser et al. 2020, Sec. 2.2):
+      # 1 / sqrt(N * Q_P), N the coefficients one table entry quantizes per image
+      # (its 8x8 blocks), Q_P = 2**(b-1) - 1 the largest index.
+      h, w, _ = self.train_ds.image_shape
+      blocks = -(-h // 8) * -(-w // 8)
+      self.lsq_grad_scale = float(1.0 / np.sqrt(blocks * (2 ** (config.model.jpeg.bits - 1) - 1)))
 
   # --- data ---------------------------------------------------------------
   def train_iterator(self, *, seed: int, start_step: int) -> Iterator[Batch]:
@@ -83,6 +91,46 @@ class ClassificationTask:
     images = to_unit_float(jnp.asarray(batch["image"][:1]))
     variables = self.model.init(rng, images, train=False)
     return flax.core.unfreeze(variables)
+
+  def prepare_params(self, params: Any) -> Any:
+    """Sets the JPEG-DL tables from data when `model.jpeg.init` asks for it.
+
+    "sensitivity": from the gradients of a classifier trained without the layer
+    (`model.jpeg.sensitivity_checkpoint`, a workdir of this same config with
+    `model.jpeg_layer=False`) on `model.jpeg.sensitivity_images` augmented training
+    images (JPEG_DL.md, "Initialisation"). "lsq": from one training batch.
+    The backbone keeps its fresh initialisation (joint training from scratch).
+    """
+    cfg = self.config.model.jpeg
+    if not self.config.model.jpeg_layer or cfg.init == "quality":
+      return params
+    from jaxcomp.layers import jpeg_layer as jpeg_layer_lib  # pylint: disable=g-import-not-at-top
+    batches = self.train_iterator(seed=self.config.seed, start_step=0)
+    if cfg.init == "lsq":
+      luma, chroma = jpeg_layer_lib.lsq_tables(to_unit_float(jnp.asarray(next(batches)["image"])),
+                                               bits=cfg.bits)
+    else:
+      logits = self._pretrained_logits_fn(cfg.sensitivity_checkpoint)
+      needed = -(-cfg.sensitivity_images // self.config.train.batch_size)
+      pairs = ((to_unit_float(jnp.asarray(b["image"])), b["label"])
+               for _, b in zip(range(needed), batches))
+      luma, chroma = jpeg_layer_lib.sensitivity_tables(logits, pairs, q_max=cfg.q_max)
+    return {**params, "jpeg_layer": jpeg_layer_lib.set_tables(params["jpeg_layer"], luma, chroma)}
+
+  def _pretrained_logits_fn(self, workdir: str):
+    """Eval-mode logits of the model checkpointed in `workdir` (no JPEG layer)."""
+    from jaxcomp import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+    if not workdir:
+      raise ValueError("model.jpeg.init='sensitivity' needs model.jpeg.sensitivity_checkpoint: "
+                       "the workdir of a run of this config with model.jpeg_layer=False")
+    ckpt = checkpoint_lib.Checkpointer(f"{workdir}/checkpoints")
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints for the sensitivity init")
+    state = ckpt.restore(None)
+    ckpt.close()
+    model = self.model.clone(jpeg_layer=None)
+    variables = {"params": state["params"], **state["collections"]}
+    return lambda images: model.apply(variables, images, train=False)[0]
 
   def apply_fn(self, variables: Variables, images: jax.Array) -> jax.Array:
     """Eval-mode logits of [0, 1] images: the `apply_fn` attacks take."""
