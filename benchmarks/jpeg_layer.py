@@ -1,0 +1,117 @@
+"""Forward+backward throughput: jaxcomp's JpegLayer against kornia's differentiable JPEG.
+
+  pip install -r benchmarks/requirements-torch.txt   # torch 2.13 (CPU), kornia 0.9
+  python benchmarks/jpeg_layer.py [--sizes 256x32x32,16x224x224] [--repeats 7] [--threads 2]
+
+(Here: `PYTHONPATH=.:.venv/lib/python3.11/site-packages /work/venv-torch/bin/python
+benchmarks/jpeg_layer.py`, the torch venv's python with jaxcomp's packages on the path.)
+
+Both sides take the same batch of RGB images in [0, 1] (uniform noise, seeded: the
+cost does not depend on the content) and run one forward and one backward pass of
+`sum(out**2)`, in this one process with `--threads` threads each:
+- jaxcomp: `JpegLayer()` (one round, quality-50 tables, soft quantizer, alpha 5),
+  jit-compiled, gradients with respect to the images and the 128 table entries.
+- kornia: `kornia.enhance.jpeg_codec_differentiable(x, quality=50)` (4:2:0, its
+  differentiable rounding), gradients with respect to the images and the quality.
+The timed calls alternate A B A B so that machine noise hits both; JAX's compile
+time is printed apart; medians and their ratio are printed. A second jaxcomp line
+times the training case (gradients with respect to the tables only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+P = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+P.add_argument("--sizes", default="256x32x32,16x224x224", help="BxHxW,...")
+P.add_argument("--repeats", type=int, default=7)
+P.add_argument("--threads", type=int, default=2)
+P.add_argument("--no-kornia", action="store_true", help="time jaxcomp only")
+ARGS = P.parse_args()
+os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)   # before either framework starts
+if hasattr(os, "sched_setaffinity"):                 # XLA:CPU sizes its pool by affinity
+  os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:ARGS.threads])
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxcomp.layers.jpeg_layer import JpegLayer  # noqa: E402
+
+
+def jax_step(images: np.ndarray, wrt_images: bool):
+  """A compiled fwd+bwd step and its compile time (s)."""
+  layer = JpegLayer()
+  x = jnp.asarray(images)
+  params = layer.init(jax.random.key(0), x[:1])["params"]
+
+  def loss(p, x):
+    return jnp.sum(layer.apply({"params": p}, x) ** 2)
+
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1) if wrt_images else 0))
+  start = time.perf_counter()
+  compiled = grad.lower(params, x).compile()
+  compile_s = time.perf_counter() - start
+
+  def run():
+    jax.block_until_ready(compiled(params, x))
+  return run, compile_s
+
+
+def kornia_step(images: np.ndarray):
+  import kornia  # noqa: PLC0415 (optional dependency)
+  import torch  # noqa: PLC0415
+  torch.set_num_threads(ARGS.threads)
+  x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+  quality = torch.tensor([50.0])
+
+  def run():
+    xi = x.clone().requires_grad_(True)
+    qi = quality.clone().requires_grad_(True)
+    out = kornia.enhance.jpeg_codec_differentiable(xi, qi)
+    (out ** 2).sum().backward()
+  return run
+
+
+def timed(run) -> float:
+  start = time.perf_counter()
+  run()
+  return time.perf_counter() - start
+
+
+def main() -> None:
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {ARGS.threads} threads")
+  for size in ARGS.sizes.split(","):
+    b, h, w = (int(v) for v in size.split("x"))
+    images = np.random.default_rng(0).random((b, h, w, 3), dtype=np.float32)
+    mpix = b * h * w / 1e6
+    runners = {}
+    runners["jaxcomp (grad images + tables)"], compile_s = jax_step(images, True)
+    runners["jaxcomp (grad tables only)"], compile_train_s = jax_step(images, False)
+    if not ARGS.no_kornia:
+      runners["kornia (grad images + quality)"] = kornia_step(images)
+    for run in runners.values():                      # warm-up, not timed
+      run()
+    times = {name: [] for name in runners}
+    for _ in range(ARGS.repeats):
+      for name, run in runners.items():
+        times[name].append(timed(run))
+    print(f"\n{b}x{h}x{w} ({mpix:.3f} Mpix), compile {compile_s:.2f} s "
+          f"(tables only: {compile_train_s:.2f} s), median of {ARGS.repeats}:")
+    speed = {}
+    for name, ts in times.items():
+      med = statistics.median(ts)
+      speed[name] = mpix / med
+      print(f"  {name:34s} {med * 1e3:9.2f} ms  {speed[name]:7.2f} Mpix/s")
+    if not ARGS.no_kornia:
+      ref = speed["kornia (grad images + quality)"]
+      for name in runners:
+        if name.startswith("jaxcomp"):
+          print(f"  ratio {name} / kornia: {speed[name] / ref:.1f}x")
+
+
+if __name__ == "__main__":
+  main()
