@@ -139,13 +139,14 @@ class ClassificationTask:
 
   def loss(self, variables: Variables, batch: Batch, rng: jax.Array, *,
            train: bool) -> tuple[jax.Array, tuple[dict[str, jax.Array], Variables]]:
-    del rng  # the classifiers here are deterministic (no dropout)
     images = to_unit_float(batch["image"])
     mutable = [k for k in variables if k != "params"] if train else []
+    rngs = {"dropout": rng} if train else {}
     if mutable:
-      (logits, _), updates = self.model.apply(variables, images, train=True, mutable=mutable)
+      (logits, _), updates = self.model.apply(variables, images, train=True, mutable=mutable,
+                                              rngs=rngs)
     else:
-      logits, _ = self.model.apply(variables, images, train=train)
+      logits, _ = self.model.apply(variables, images, train=train, rngs=rngs)
       updates = {}
     per_example = cross_entropy(logits, batch["label"], num_classes=self.num_classes,
                                 label_smoothing=self.config.train.label_smoothing)
