@@ -157,7 +157,10 @@ def jpeg_coefficients(images: jax.Array, *, quality: int | None = None,
   keys = (None, None) if key is None else tuple(jax.random.split(key))
 
   def indices(planes, q, k):
-    return quantize(dct.block_dct(planes), q, quantizer=quantizer, key=k, alpha=alpha) / q
+    i = quantize(dct.block_dct(planes), q, quantizer=quantizer, key=k, alpha=alpha) / q
+    if quantizer in ("hard", "ste"):           # exact integers (z_hat / q is off by ulps)
+      i = i + jax.lax.stop_gradient(jnp.round(i) - i)
+    return i
 
   return JpegCoefficients(indices(y, luma_q, keys[0]), indices(chroma, chroma_q, keys[1]),
                           luma_q, chroma_q, height, width, subsampling, bool(uint8))
