@@ -33,7 +33,9 @@ def jpeg_dl_run(tmp_path_factory):
 def test_report_sizes_tables_and_accuracies(jpeg_dl_run, tmp_path):
   out = tmp_path / "report.json"
   assert learned_tables.main([f"--workdir={jpeg_dl_run / 'jdl'}",
-                              f"--baseline={jpeg_dl_run / 'base'}", f"--out={out}"]) == 0
+                              f"--baseline={jpeg_dl_run / 'base'}", f"--out={out}",
+                              f"--plot={tmp_path / 'tables.png'}"]) == 0
+  assert (tmp_path / "tables.png").stat().st_size > 0
   report = json.loads(out.read_text())
   assert report["images"] == 48
   luma = np.asarray(report["tables"]["luma"])
