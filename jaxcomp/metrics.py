@@ -117,3 +117,33 @@ def ms_ssim(x: jax.Array, y: jax.Array, *, max_val: float = 1.0,
   stacked = jax.nn.relu(jnp.stack(terms, axis=0))          # (levels, N, C)
   w = jnp.asarray(weights, jnp.float32)[:, None, None]
   return jnp.mean(jnp.prod(stacked ** w, axis=0), axis=-1)
+
+
+def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
+  """Bjøntegaard delta rate (VCEG-M33, 2001): mean bit-rate change of `test` vs `ref`, in %.
+
+  Fits log(rate) as a polynomial of PSNR (cubic, or of degree n - 1 for n < 4
+  points) for each curve and averages the difference of their integrals over
+  the overlapping PSNR interval. Negative: `test` needs fewer bits at equal PSNR.
+
+  Args:
+    rate_ref, psnr_ref: the reference curve (e.g. JPEG), >= 2 points, rates > 0.
+    rate_test, psnr_test: the tested curve, >= 2 points.
+
+  Raises:
+    ValueError: too few points, non-positive rates, or no PSNR overlap.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top  (host-side metric)
+
+  curves = []
+  for rate, psnr in ((rate_ref, psnr_ref), (rate_test, psnr_test)):
+    rate, psnr = np.asarray(rate, np.float64), np.asarray(psnr, np.float64)
+    if rate.shape != psnr.shape or rate.size < 2 or np.any(rate <= 0):
+      raise ValueError("bd_rate needs >= 2 points per curve with positive rates")
+    curves.append((psnr, np.polyfit(psnr, np.log(rate), min(3, rate.size - 1))))
+  lo = max(c[0].min() for c in curves)
+  hi = min(c[0].max() for c in curves)
+  if lo >= hi:
+    raise ValueError(f"the curves do not overlap in PSNR ({lo:.2f} >= {hi:.2f} dB)")
+  avg = [np.diff(np.polyval(np.polyint(p), [lo, hi]))[0] / (hi - lo) for _, p in curves]
+  return float((np.exp(avg[1] - avg[0]) - 1.0) * 100.0)

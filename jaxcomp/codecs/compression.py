@@ -129,6 +129,13 @@ def _header(model: nn.Module, tables: CodingTables, name: str, height: int, widt
                           model.num_latent or model.num_filters, tables.fingerprint, height, width)
 
 
+def encode_symbols(model: nn.Module, params: dict, image: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+  """Integer symbols `(y, z or None)` of a uint8 `(H, W, 3)` image, as `compress` codes them."""
+  image = _check_image(image)
+  return jax.device_get(_analyze(model, params, pad_image(image, model.downsampling)))
+
+
 def compress(model: nn.Module, params: dict, image: np.ndarray, *, name: str = "checkpoint",
              tables: CodingTables | None = None) -> bytes:
   """Compresses one image into a `.jcx` byte string.
@@ -144,9 +151,8 @@ def compress(model: nn.Module, params: dict, image: np.ndarray, *, name: str = "
   Returns:
     The stream: header, z stream (hyperprior), y stream.
   """
-  image = _check_image(image)
+  y_sym, z_sym = encode_symbols(model, params, image)
   tables = tables or coding_tables(model, params)
-  y_sym, z_sym = jax.device_get(_analyze(model, params, pad_image(image, model.downsampling)))
   z_stream = b""
   if z_sym is None:
     y_index = _channel_indexes(y_sym.shape)
@@ -154,8 +160,41 @@ def compress(model: nn.Module, params: dict, image: np.ndarray, *, name: str = "
     z_stream = coder.encode(z_sym, _channel_indexes(z_sym.shape), tables.z)
     y_index = np.asarray(_scale_indexes(model, params, z_sym))
   y_stream = coder.encode(y_sym, y_index, tables.y)
-  header = _header(model, tables, name, *image.shape[:2])
+  header = _header(model, tables, name, *np.shape(image)[:2])
   return bitstream.pack(header, z_stream, y_stream)
+
+
+def decode_symbols(model: nn.Module, params: dict, data: bytes, *,
+                   tables: CodingTables | None = None
+                   ) -> tuple[bitstream.Header, np.ndarray, np.ndarray | None]:
+  """Parses and entropy-decodes a stream: `(header, y symbols, z symbols or None)`.
+
+  Raises:
+    bitstream.StreamError: as `decompress`.
+  """
+  header, z_stream, y_stream = bitstream.unpack(data)
+  tables = tables or coding_tables(model, params)
+  expected = _header(model, tables, header.model, header.height, header.width)
+  if header != expected:
+    raise bitstream.StreamError(
+        f"stream was made by {header.architecture} N={header.num_filters} "
+        f"M={header.num_latent} gdn={header.gdn} (tables {header.fingerprint:08x}), not by this "
+        f"model ({expected.architecture} N={expected.num_filters} M={expected.num_latent} "
+        f"gdn={expected.gdn}, tables {expected.fingerprint:08x})")
+  y_shape, z_shape = _latent_shapes(model, header.height, header.width)
+  z_sym = None
+  try:
+    if z_shape is None:
+      if z_stream:
+        raise coder.CodingError("unexpected z stream for a model without hyperprior")
+      y_index = _channel_indexes(y_shape)
+    else:
+      z_sym = coder.decode(z_stream, _channel_indexes(z_shape), tables.z)
+      y_index = np.asarray(_scale_indexes(model, params, z_sym))
+    y_sym = coder.decode(y_stream, y_index, tables.y)
+  except coder.CodingError as e:
+    raise bitstream.StreamError(str(e)) from None
+  return header, y_sym, z_sym
 
 
 def decompress(model: nn.Module, params: dict, data: bytes, *,
@@ -169,26 +208,6 @@ def decompress(model: nn.Module, params: dict, data: bytes, *,
     bitstream.StreamError: corrupt, truncated or foreign data, or a stream made
       by another model (architecture, size or coding tables differ).
   """
-  header, z_stream, y_stream = bitstream.unpack(data)
-  tables = tables or coding_tables(model, params)
-  expected = _header(model, tables, header.model, header.height, header.width)
-  if header != expected:
-    raise bitstream.StreamError(
-        f"stream was made by {header.architecture} N={header.num_filters} "
-        f"M={header.num_latent} gdn={header.gdn} (tables {header.fingerprint:08x}), not by this "
-        f"model ({expected.architecture} N={expected.num_filters} M={expected.num_latent} "
-        f"gdn={expected.gdn}, tables {expected.fingerprint:08x})")
-  y_shape, z_shape = _latent_shapes(model, header.height, header.width)
-  try:
-    if z_shape is None:
-      if z_stream:
-        raise coder.CodingError("unexpected z stream for a model without hyperprior")
-      y_index = _channel_indexes(y_shape)
-    else:
-      z_sym = coder.decode(z_stream, _channel_indexes(z_shape), tables.z)
-      y_index = np.asarray(_scale_indexes(model, params, z_sym))
-    y_sym = coder.decode(y_stream, y_index, tables.y)
-  except coder.CodingError as e:
-    raise bitstream.StreamError(str(e)) from None
+  header, y_sym, _ = decode_symbols(model, params, data, tables=tables)
   x_hat = np.asarray(_synthesize(model, params, y_sym))
   return x_hat[0, :header.height, :header.width]
