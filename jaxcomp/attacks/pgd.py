@@ -34,8 +34,9 @@ def pgd(apply_fn: core.ApplyFn, params: Any, images: jax.Array, labels: jax.Arra
     norm: "linf", "l2" or "rmse" (an RMSE eps and step are turned into L2 ones).
     step_size: alpha, in the units of `norm`; default `2.5 eps / num_steps` (Madry et al.).
     num_steps: iterations per restart.
-    restarts: independent random starts; per example the successful one with
-      the highest loss is kept (else the highest loss).
+    restarts: independent random starts, run together as one batch of
+      `restarts * B`; per example the successful one with the highest loss is
+      kept (else the highest loss).
     random_start: start from a uniform sample of the eps-ball (else the clean image).
     target_labels: [B] int for a targeted attack (descend the target's cross-entropy).
 
@@ -57,34 +58,29 @@ def pgd(apply_fn: core.ApplyFn, params: Any, images: jax.Array, labels: jax.Arra
 def _pgd(apply_fn, params, images, labels, key, target_labels, eps, step_size, *, norm,
          num_steps, restarts, random_start):
   f = core.bind(apply_fn, params)
-  loss = core.ascent_loss(f, labels, target_labels)
+  # Restarts run side by side as one batch of `restarts * B` examples.
+  x0 = jnp.tile(images, (restarts,) + (1,) * (images.ndim - 1))
+  y = jnp.tile(labels, restarts)
+  t = None if target_labels is None else jnp.tile(target_labels, restarts)
+  loss = core.ascent_loss(f, y, t)
+  k_init, k_loop, k_eval, k_final = jax.random.split(key, 4)
+  x = x0
+  if random_start:
+    x = jnp.clip(x0 + budgets.random_start(k_init, x0.shape, eps, norm, x0.dtype), 0.0, 1.0)
 
-  def attack_once(k):
-    k_init, k_loop, k_eval = jax.random.split(k, 3)
-    x = images
-    if random_start:
-      x = jnp.clip(images + budgets.random_start(k_init, images.shape, eps, norm, images.dtype),
-                   0.0, 1.0)
+  def step(i, x):
+    g = core.loss_grad(loss, x, jax.random.fold_in(k_loop, i))
+    x = x + step_size * budgets.steepest_step(g, norm)
+    return jnp.clip(x0 + budgets.project(x - x0, eps, norm), 0.0, 1.0)
 
-    def step(i, x):
-      g = core.loss_grad(loss, x, jax.random.fold_in(k_loop, i))
-      x = x + step_size * budgets.steepest_step(g, norm)
-      return jnp.clip(images + budgets.project(x - images, eps, norm), 0.0, 1.0)
-
-    x = jax.lax.fori_loop(0, num_steps, step, x)
-    return x, core.is_success(f(x, k_eval), labels, target_labels), loss(x, k_eval)
-
-  k_final, k_restarts = jax.random.split(key)
+  x = core.fori_loop(num_steps, step, x)
   if restarts == 1:
-    adv = attack_once(k_restarts)[0]
-  else:
-    def keep_best(best, k):
-      x, succ, val = attack_once(k)
-      bx, bsucc, bval = best
-      better = (succ & ~bsucc) | ((succ == bsucc) & (val > bval))
-      sel = better.reshape((-1,) + (1,) * (x.ndim - 1))
-      return (jnp.where(sel, x, bx), bsucc | succ, jnp.where(better, val, bval)), None
-
-    init = (images, jnp.zeros(labels.shape, bool), jnp.full(labels.shape, -jnp.inf, images.dtype))
-    (adv, _, _), _ = jax.lax.scan(keep_best, init, jax.random.split(k_restarts, restarts))
+    adv = x
+  else:  # per example: a successful restart with the highest loss, else the highest loss
+    succ = core.is_success(f(x, k_eval), y, t).reshape(restarts, -1)
+    val = loss(x, k_eval).reshape(restarts, -1)
+    best = jnp.argmax(jnp.where(succ, val, -jnp.inf), axis=0)
+    best = jnp.where(jnp.any(succ, axis=0), best, jnp.argmax(val, axis=0))
+    x = x.reshape((restarts,) + images.shape)
+    adv = jnp.take_along_axis(x, best.reshape((1, -1) + (1,) * (images.ndim - 1)), axis=0)[0]
   return core.finish(f, images, adv, labels, target_labels, k_final)
