@@ -22,7 +22,7 @@ def get_config(arg=None):
   c.model.name = a.model
   c.train.batch_size = a.batch_size
   c.train.epochs = a.epochs
-  c.optim = config_lib.optimizer_config(name="momentum", learning_rate=0.05, momentum=0.9,
+  c.optim = config_lib.optimizer_config(name="momentum", learning_rate=0.01, momentum=0.9,
                                         weight_decay=5e-4, schedule="cosine")
   if a.runlocal:
     c.train.num_steps = 4
