@@ -71,9 +71,12 @@ def _deflect(images, key, rcam, *, deflections, window):
   if rcam is not None:
     v = jnp.take_along_axis(rcam.reshape(b, -1), p, axis=1)
     attempt = jnp.where(v < jax.random.uniform(ku, shape), attempt, -1)
-  # winner[b, q]: the last attempt that deflects pixel q (-1: untouched).
-  winner = jnp.full((b, h * w), -1, jnp.int32).at[jnp.arange(b)[:, None], p].max(attempt)
-  src = jnp.take_along_axis(n, jnp.maximum(winner, 0), axis=1)  # [B, H W]
+  # winner[b, q]: the last attempt that deflects pixel q (-1: untouched); only
+  # the winning attempts are written, so every pixel is written at most once.
+  rows = jnp.arange(b)[:, None]
+  winner = jnp.full((b, h * w), -1, jnp.int32).at[rows, p].max(attempt)
+  wins = (attempt >= 0) & (jnp.take_along_axis(winner, p, axis=1) == attempt)
   flat = images.reshape(b, h * w, c)
-  moved = jnp.take_along_axis(flat, src[..., None], axis=1)
-  return jnp.where(winner[..., None] >= 0, moved, flat).reshape(images.shape)
+  values = jnp.take_along_axis(flat, n[..., None], axis=1)  # [B, K, C] from the original
+  dest = jnp.where(wins, p, h * w)  # out of range: dropped
+  return flat.at[rows, dest].set(values, mode="drop", unique_indices=True).reshape(images.shape)

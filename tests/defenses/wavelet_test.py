@@ -73,8 +73,8 @@ def test_rgb_to_ycbcr_matches_skimage(images):
 
 def test_estimate_sigma_mad_ignores_zeros():
   # median(|[0, 0, 1, -2, 3]| nonzero) = median(1, 2, 3) = 2; all-zero -> 0 (skimage: NaN).
-  d = np.array([[[0.0, 0.0, 1.0, -2.0, 3.0]], [[0.0] * 5]], np.float32)
-  np.testing.assert_allclose(jax.jit(estimate_sigma_mad)(d), [2 / 0.6744897501960817, 0.0],
+  d = np.array([[[0.0, 0.0, 1.0, -2.0, 3.0]], [[0.0] * 5]], np.float32)[..., None]  # [2, 1, 5, 1]
+  np.testing.assert_allclose(jax.jit(estimate_sigma_mad)(d)[:, 0], [2 / 0.6744897501960817, 0.0],
                              rtol=1e-6)
 
 
