@@ -150,6 +150,17 @@ def test_jit_vmap_grad():
   assert all(bool(jnp.any(g != 0)) for g in jax.tree.leaves(g_params))
 
 
+def test_band_loop_does_not_change_the_result():
+  x = images((4, 40, 24, 3))                      # 5 block rows: bands of 1 or 5 rows
+  outs = []
+  for band_size in (1, 2 ** 30):
+    layer = JpegLayer(rounds=2, alpha=0.3, band_size=band_size)
+    variables = layer.init(jax.random.key(0), x)
+    outs.append(jax.jit(jax.value_and_grad(
+        lambda v, x: jnp.sum(layer.apply(v, x) ** 2), argnums=(0, 1)))(variables, x))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), *outs)
+
+
 def test_sharded_batch_matches_unsharded():
   mesh = parallel.create_mesh()
   assert mesh.devices.size == 8                        # conftest's fake CPU devices
