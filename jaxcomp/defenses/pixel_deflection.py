@@ -51,26 +51,27 @@ def pixel_deflection(images: jax.Array, key: jax.Array, *, deflections: int = 10
   return _deflect(images, key, rcam, deflections=int(deflections), window=int(window))
 
 
-def _window_draw(key: jax.Array, centre: jax.Array, size: int, r: int, whole: bool) -> jax.Array:
-  lo = jnp.zeros_like(centre) if whole else jnp.maximum(centre - r, 0)
-  hi = jnp.full_like(centre, size - 1) if whole else jnp.minimum(centre + r, size - 1)
-  return jax.random.randint(key, centre.shape, lo, hi + 1)
+def _uniform_int(u: jax.Array, lo: jax.Array | int, hi: jax.Array | int) -> jax.Array:
+  """Integers uniform in [lo, hi] from uniforms u in [0, 1)."""
+  return jnp.minimum(lo + jnp.floor(u * (hi - lo + 1)).astype(jnp.int32), hi)
 
 
 def _deflect(images, key, rcam, *, deflections, window):
   b, h, w, c = images.shape
-  ky, kx, kny, knx, ku = jax.random.split(key, 5)
-  shape = (b, deflections)
-  py = jax.random.randint(ky, shape, 0, h)
-  px = jax.random.randint(kx, shape, 0, w)
-  whole = window > min(h, w)
-  ny = _window_draw(kny, py, h, window, whole)
-  nx = _window_draw(knx, px, w, window, whole)
+  # One draw of all the uniforms (pixel row, column, source row, column, R-CAM
+  # test): a single threefry call keeps the compiled program small.
+  u = jax.random.uniform(key, (5, b, deflections))
+  py, px = _uniform_int(u[0], 0, h - 1), _uniform_int(u[1], 0, w - 1)
+  if window > min(h, w):  # Algorithm 2: the whole image is the neighbourhood
+    ny, nx = _uniform_int(u[2], 0, h - 1), _uniform_int(u[3], 0, w - 1)
+  else:  # uniform over the window clipped to the image
+    ny = _uniform_int(u[2], jnp.maximum(py - window, 0), jnp.minimum(py + window, h - 1))
+    nx = _uniform_int(u[3], jnp.maximum(px - window, 0), jnp.minimum(px + window, w - 1))
   p, n = py * w + px, ny * w + nx  # flat pixel indices [B, K]
-  attempt = jnp.broadcast_to(jnp.arange(deflections), shape)
+  attempt = jnp.broadcast_to(jnp.arange(deflections), (b, deflections))
   if rcam is not None:
     v = jnp.take_along_axis(rcam.reshape(b, -1), p, axis=1)
-    attempt = jnp.where(v < jax.random.uniform(ku, shape), attempt, -1)
+    attempt = jnp.where(v < u[4], attempt, -1)
   # winner[b, q]: the last attempt that deflects pixel q (-1: untouched); only
   # the winning attempts are written, so every pixel is written at most once.
   rows = jnp.arange(b)[:, None]

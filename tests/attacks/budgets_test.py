@@ -54,12 +54,17 @@ def test_attack_respects_budget_and_box(linear_model, name):
 
 
 def test_project_and_random_start():
-  key = jax.random.key(0)
-  d = jax.random.normal(key, (16, 4, 4, 3))
-  np.testing.assert_allclose(budgets.l2(budgets.project(d, 0.5, "l2")), 0.5, rtol=1e-5)
-  assert float(budgets.linf(budgets.project(d, 0.1, "linf")).max()) <= np.float32(0.1)
-  r = budgets.random_start(key, (256, 4, 4, 3), 0.5, "l2")
-  assert float(budgets.l2(r).max()) <= 0.5 + 1e-6
+  @jax.jit
+  def run(key):
+    d = jax.random.normal(key, (16, 4, 4, 3))
+    r = budgets.random_start(key, (256, 4, 4, 3), 0.5, "l2")
+    return (budgets.l2(budgets.project(d, 0.5, "l2")), budgets.linf(budgets.project(d, 0.1, "linf")),
+            budgets.l2(r))
+
+  l2_proj, linf_proj, l2_start = run(jax.random.key(0))
+  np.testing.assert_allclose(l2_proj, 0.5, rtol=1e-5)
+  assert float(linf_proj.max()) <= np.float32(0.1)
+  assert float(l2_start.max()) <= 0.5 + 1e-6
   # Uniform in a 48-dim ball: radius quantiles u^(1/48) -> median radius 0.5 * 0.5^(1/48).
-  np.testing.assert_allclose(np.median(budgets.l2(r)), 0.5 * 0.5 ** (1 / 48), rtol=0.02)
+  np.testing.assert_allclose(np.median(l2_start), 0.5 * 0.5 ** (1 / 48), rtol=0.02)
   assert budgets.to_l2(0.02, "rmse", (1, 32, 32, 3)) == pytest.approx((0.02 * math.sqrt(3072), "l2"))

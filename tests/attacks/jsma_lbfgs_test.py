@@ -22,16 +22,17 @@ def test_jsma_targeted(fashion_mlp):
   assert np.all(np.asarray(adv)[changed] == 1.0)  # theta = +1 sets a value to white
 
 
-def test_lbfgs_targeted_and_untargeted(fashion_mlp):
+def test_lbfgs_targeted(fashion_mlp):
+  # (The untargeted variant runs in budgets_test.py.)
   m = fashion_mlp
   x, y = m.images[:16], m.labels[:16]
-  kw = dict(num_steps=15, binary_search_steps=4)
   t = (y + 1) % 10
-  adv, info = attacks.lbfgs(m.apply_fn, m.params, x, y, jax.random.key(0), target_labels=t, **kw)
+  adv, info = attacks.lbfgs(m.apply_fn, m.params, x, y, jax.random.key(0), target_labels=t,
+                            num_steps=15, binary_search_steps=4)
+  pred = np.asarray(np.argmax(m.apply_fn(m.params, adv), -1))
+  np.testing.assert_array_equal(info["success"], pred == np.asarray(t))
   assert np.mean(info["success"]) >= 0.75
   assert 0.0 <= float(adv.min()) and float(adv.max()) <= 1.0
-  _, un = attacks.lbfgs(m.apply_fn, m.params, x, y, jax.random.key(0), **kw)
-  # Untargeted aims at the runner-up class, the nearest one in logit terms.
-  assert np.mean(un["success"]) >= np.mean(info["success"])
-  assert np.median(np.asarray(un["l2"])[np.asarray(un["success"])]) < np.median(
-      np.asarray(info["l2"])[np.asarray(info["success"])])
+  # Successful examples moved, failed ones came back unchanged.
+  moved = np.asarray(info["l2"]) > 0
+  np.testing.assert_array_equal(moved, np.asarray(info["success"]))
