@@ -44,8 +44,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import torch  # noqa: E402
-from torch import nn as tnn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+import torch_resnet  # noqa: E402  (benchmarks/torch_resnet.py, beside this file)
 
 from jaxcomp import models  # noqa: E402
 from jaxcomp import train  # noqa: E402
@@ -53,51 +53,12 @@ from jaxcomp.models.classifier import ImageClassifier  # noqa: E402
 from jaxcomp.tasks.classification import cross_entropy, to_unit_float  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
-MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+MEAN, STD = torch_resnet.CIFAR_MEAN, torch_resnet.CIFAR_STD
 
 
 # ----------------------------------------------------------------- PyTorch side
-class _Block(tnn.Module):
-  def __init__(self, cin: int, cout: int, stride: int):
-    super().__init__()
-    self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-    self.bn1 = tnn.BatchNorm2d(cout)
-    self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-    self.bn2 = tnn.BatchNorm2d(cout)
-    self.proj = None
-    if stride != 1 or cin != cout:
-      self.proj = tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False),
-                                 tnn.BatchNorm2d(cout))
-
-  def forward(self, x):
-    out = F.relu(self.bn1(self.conv1(x)))
-    out = self.bn2(self.conv2(out))
-    return F.relu(out + (x if self.proj is None else self.proj(x)))
-
-
-class TorchResNet20(tnn.Module):
-  def __init__(self, num_classes: int = 10):
-    super().__init__()
-    self.conv = tnn.Conv2d(3, 16, 3, 1, 1, bias=False)
-    self.bn = tnn.BatchNorm2d(16)
-    layers, cin = [], 16
-    for i, cout in enumerate((16, 32, 64)):
-      for j in range(3):
-        layers.append(_Block(cin, cout, 2 if (i > 0 and j == 0) else 1))
-        cin = cout
-    self.layers = tnn.Sequential(*layers)
-    self.fc = tnn.Linear(64, num_classes)
-    self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
-    self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
-
-  def forward(self, x):
-    x = (x - self.mean) / self.std
-    x = self.layers(F.relu(self.bn(self.conv(x))))
-    return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
 def torch_runner(images: np.ndarray, labels: np.ndarray):
-  model = TorchResNet20().to(memory_format=torch.channels_last)
+  model = torch_resnet.ResNet20().to(memory_format=torch.channels_last)
   opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
   x_u8 = torch.from_numpy(images)  # NHWC uint8, as the data pipeline yields
   y = torch.from_numpy(labels.astype(np.int64))
