@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -133,8 +134,6 @@ def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
   Raises:
     ValueError: too few points, non-positive rates, or no PSNR overlap.
   """
-  import numpy as np  # pylint: disable=g-import-not-at-top  (host-side metric)
-
   curves = []
   for rate, psnr in ((rate_ref, psnr_ref), (rate_test, psnr_test)):
     rate, psnr = np.asarray(rate, np.float64), np.asarray(psnr, np.float64)

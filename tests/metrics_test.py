@@ -86,3 +86,13 @@ def test_ms_ssim_is_differentiable_and_checks_size(pair):
   assert np.all(np.isfinite(g)) and float(jnp.abs(g).max()) > 0
   with pytest.raises(ValueError, match="176"):
     metrics.ms_ssim(x[:, :100], y[:, :100])
+
+
+def test_bd_rate():
+  # A curve needing exactly half the rate at every PSNR: BD-rate -50 % (definition).
+  psnr = np.asarray([26.0, 28.0, 30.0, 32.0])
+  rate = np.asarray([0.2, 0.3, 0.5, 0.8])
+  np.testing.assert_allclose(metrics.bd_rate(rate, psnr, rate / 2, psnr), -50.0, atol=1e-9)
+  np.testing.assert_allclose(metrics.bd_rate(rate, psnr, rate, psnr), 0.0, atol=1e-9)
+  with pytest.raises(ValueError, match="overlap"):
+    metrics.bd_rate(rate, psnr, rate, psnr + 10)

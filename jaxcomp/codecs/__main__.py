@@ -6,6 +6,7 @@
   python -m jaxcomp.codecs decompress out.jcx back.png [--checkpoint WORKDIR]
   python -m jaxcomp.codecs evaluate --model hyperprior-q1 --model hyperprior-q2 \
       --images ../shared/data/kodak --output rd.json --plot rd.png
+  python -m jaxcomp.codecs export --checkpoint WORKDIR weights.npz [--dtype float32]
 
 `decompress` reads the model from the stream header; a stream made from a
 checkpoint needs `--checkpoint`. Errors print one line on stderr and exit 1
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from jaxcomp.codecs import bitstream, compression, evaluation, zoo
+from jaxcomp.entropy import factorized
 
 
 def _read_image(path: str) -> np.ndarray:
@@ -95,6 +97,15 @@ def _evaluate(args) -> int:
   return 0
 
 
+def _export(args) -> int:
+  """Saves a checkpoint's parameters, with the quantiles fitted exactly (bisection)."""
+  model, params, codec = zoo.load_checkpoint(args.checkpoint)
+  density, _ = factorized.density_from_params(params["entropy_bottleneck"])
+  params["entropy_bottleneck"]["quantiles"] = np.asarray(factorized.fit_quantiles(density))
+  zoo.save(args.output, model, params, dtype=args.dtype, **codec)
+  return 0
+
+
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m jaxcomp.codecs",
                               description="Learned image codecs with real bitstreams.")
@@ -118,11 +129,15 @@ def _parser() -> argparse.ArgumentParser:
   e.add_argument("--output", default="rd.json", help="JSON report (default rd.json)")
   e.add_argument("--plot", help="plot file (default: the report's name with .png)")
   e.add_argument("--jpeg-qualities", default=",".join(map(str, evaluation.JPEG_QUALITIES)))
+  x = sub.add_parser("export", help="checkpoint -> weights .npz (as shipped in codecs/weights)")
+  x.add_argument("--checkpoint", required=True, help="a jaxcomp.main run directory")
+  x.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+  x.add_argument("output")
   return p
 
 
 _COMMANDS = {"list": _list, "compress": _compress, "decompress": _decompress,
-             "evaluate": _evaluate}
+             "evaluate": _evaluate, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,7 +79,7 @@ def load_checkpoint(workdir: str | pathlib.Path) -> tuple[nn.Module, dict, dict]
   step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
-  state = manager.restore(step)
+  state = manager.restore(step, args=ocp.args.StandardRestore())
   manager.close()
   flat = flax.traverse_util.flatten_dict(state["params"])
   params = flax.traverse_util.unflatten_dict({k: np.asarray(v, np.float32)

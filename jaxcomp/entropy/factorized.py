@@ -101,6 +101,43 @@ def aux_loss(quantiles: jax.Array, density: Density, *, tail_mass: float = 1e-9)
   return jnp.sum(jnp.abs(logits - target))
 
 
+def fit_quantiles(density: Density, *, tail_mass: float = 1e-9, iterations: int = 64
+                  ) -> jax.Array:
+  """Quantiles that solve the auxiliary loss exactly, by bisection (host side).
+
+  The CDF logits are increasing in x, so for each channel and target in
+  `(-t, 0, t)`, `t = log(2/tail_mass - 1)`, bisection on a bracket (doubled until
+  it contains the target) finds x with `logits(x) = target` (the procedure
+  CompressAI PR #231 uses instead of the auxiliary loss). Use after short
+  trainings, where the aux loss has not converged, before building coding tables.
+
+  Returns:
+    `(C, 1, 3)` float32 quantiles (lower tail, median, upper tail).
+  """
+  t = math.log(2.0 / tail_mass - 1.0)
+  channels = density.matrices[0].shape[0]
+  target = jnp.broadcast_to(jnp.asarray([-t, 0.0, t], jnp.float32), (channels, 1, 3))
+  logits = jax.jit(logits_cumulative)
+  radius = 1.0
+  while radius < 2.0 ** 30 and not (bool(jnp.all(logits(jnp.full_like(target, -radius), density)
+                                                  < target))
+                                    and bool(jnp.all(logits(jnp.full_like(target, radius), density)
+                                                     > target))):
+    radius *= 2.0
+
+  @jax.jit
+  def bisect(lo, hi):
+    def body(_, bounds):
+      lo, hi = bounds
+      mid = 0.5 * (lo + hi)
+      below = logits_cumulative(mid, density) < target
+      return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+    lo, hi = jax.lax.fori_loop(0, iterations, body, (lo, hi))
+    return 0.5 * (lo + hi)
+
+  return bisect(jnp.full_like(target, -radius), jnp.full_like(target, radius))
+
+
 def pmf_table(density: Density, quantiles: jax.Array, *, max_half_length: int = 2048
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """Per-channel probability tables over the integers around the medians (host side).

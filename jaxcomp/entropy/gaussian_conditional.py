@@ -57,7 +57,12 @@ def scale_table(*, minimum: float = SCALE_BOUND, maximum: float = 256.0,
 
 
 def scale_indexes(scales: jax.Array, table: np.ndarray) -> jax.Array:
-  """Index of the smallest table scale `>= scale` (the last one for larger scales).
+  """Index of the table scale nearest to each scale in log domain.
+
+  The boundary between entries i and i+1 is their geometric mean; scales below
+  the first entry (the 0.11 bound) map to 0, above the last to S - 1. Nearest
+  rather than next-larger (CompressAI) halves the worst-case mismatch, so the
+  coded rate tracks the likelihood estimate more closely.
 
   Args:
     scales: float, any shape.
@@ -66,8 +71,9 @@ def scale_indexes(scales: jax.Array, table: np.ndarray) -> jax.Array:
   Returns:
     int32 indexes in `[0, S)`, shape of `scales`.
   """
-  t = jnp.asarray(table[:-1], scales.dtype)
-  return jnp.sum(scales[..., None] > t, axis=-1).astype(jnp.int32)
+  table = np.asarray(table, np.float64)
+  bounds = jnp.asarray(np.sqrt(table[:-1] * table[1:]), scales.dtype)
+  return jnp.sum(scales[..., None] > bounds, axis=-1).astype(jnp.int32)
 
 
 def pmf_table(table: np.ndarray, *, tail_mass: float = 1e-9

@@ -105,3 +105,13 @@ def test_pmf_table_covers_the_mass():
   np.testing.assert_array_equal(offsets, -10)
   total = np.asarray([pmf[c, :lengths[c]].sum() for c in range(C)]) + tail
   np.testing.assert_allclose(total, 1.0, atol=1e-5)  # float32 pmf entries, 21 bins
+
+
+def test_fit_quantiles_solves_the_aux_loss():
+  _, params = _init(perturb=0.5)
+  density, _ = factorized.density_from_params(params)
+  q = factorized.fit_quantiles(density)
+  logits = factorized.logits_cumulative(q, density)[:, 0, :]
+  t = np.log(2 / 1e-9 - 1)
+  # 64 bisection steps reach float32 resolution of q; the logit slope is << 1e3 there.
+  np.testing.assert_allclose(logits, np.broadcast_to([-t, 0, t], (C, 3)), atol=1e-3)
