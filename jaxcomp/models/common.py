@@ -88,8 +88,10 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
   return jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
 
 
-def check_images(x: jax.Array) -> None:
-  """Raises ValueError unless `x` is a float [B, H, W, C] batch."""
+def check_inputs(x: jax.Array, num_classes: int) -> None:
+  """Raises ValueError unless `x` is a float [B, H, W, C] batch and num_classes >= 1."""
+  if num_classes < 1:
+    raise ValueError(f"num_classes must be >= 1, got {num_classes}")
   if x.ndim != 4:
     raise ValueError(f"expected images [B, H, W, C], got shape {x.shape}")
   if not jnp.issubdtype(x.dtype, jnp.floating):

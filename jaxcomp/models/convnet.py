@@ -53,7 +53,7 @@ class ConvNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, common.Aux]:
     """x: [B, H, W, C] normalised float -> (logits [B, K] float32, aux)."""
-    common.check_images(x)
+    common.check_inputs(x, self.num_classes)
     if self.depth < 1 or self.width < 1:
       raise ValueError(f"depth and width must be >= 1, got {self.depth}, {self.width}")
     if self.head_pool not in ("flatten", "global"):

@@ -65,7 +65,7 @@ class DenseNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, common.Aux]:
     """x: [B, H, W, C] normalised float -> (logits [B, K] float32, aux)."""
-    common.check_images(x)
+    common.check_inputs(x, self.num_classes)
     kw = dict(dtype=self.dtype)
     x = x.astype(self.dtype)
     if self.stem == "cifar":

@@ -64,7 +64,7 @@ class MobileNetV2(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, common.Aux]:
     """x: [B, H, W, C] normalised float -> (logits [B, K] float32, aux)."""
-    common.check_images(x)
+    common.check_inputs(x, self.num_classes)
     kw = dict(train=train, dtype=self.dtype)
     x = x.astype(self.dtype)
     x = common.conv_bn(x, int(32 * self.width), 3, strides=2, name="stem_conv", **kw)

@@ -125,7 +125,7 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, common.Aux]:
     """x: [B, H, W, C] normalised float -> (logits [B, K] float32, aux)."""
-    common.check_images(x)
+    common.check_inputs(x, self.num_classes)
     if len(self.stage_sizes) != len(self.widths):
       raise ValueError(f"stage_sizes {self.stage_sizes} and widths {self.widths} "
                        "must have the same length")

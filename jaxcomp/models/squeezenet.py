@@ -68,7 +68,7 @@ class SqueezeNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, common.Aux]:
     """x: [B, H, W, C] normalised float -> (logits [B, K] float32, aux)."""
-    common.check_images(x)
+    common.check_inputs(x, self.num_classes)
     x = x.astype(self.dtype)
     x = common.conv(64, 3, strides=2, padding=0, use_bias=True, kernel_init=_HE_UNIFORM,
                     dtype=self.dtype, name="stem_conv")(x)

@@ -43,7 +43,7 @@ class VGG(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, common.Aux]:
     """x: [B, H, W, C] normalised float -> (logits [B, K] float32, aux)."""
-    common.check_images(x)
+    common.check_inputs(x, self.num_classes)
     if self.layout not in ("crd", "thesis"):
       raise ValueError(f"layout must be 'crd' or 'thesis', got {self.layout!r}")
     x = x.astype(self.dtype)

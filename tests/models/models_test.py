@@ -212,11 +212,15 @@ def _host_variables(model: nn.Module, x: np.ndarray, seed: int = 0):
 
 
 def _check_run(model: nn.Module, x: np.ndarray, *, features: tuple[int, int, int] | None,
-               cam: bool = False, low: bool = False, init: bool = False, rngs=None) -> None:
+               cam: bool = False, low: bool = False, low_close: bool = False,
+               init: bool = False, rngs=None) -> None:
   """Runs `model` under one jit (eval, eval with the second example changed, train,
   and with `low` a bfloat16 train pass) and checks shapes, dtypes and semantics.
 
   Variables come from the jitted `model.init` with `init`, else from numpy.
+  `low_close` also compares the bfloat16 logits with the float32 ones: only for
+  shallow networks, since a deep network at random initialisation amplifies
+  rounding differences (C^18(32): 15 % of the logits' scale).
   """
   variables = jax.jit(model.init)(_key(0), x) if init else _host_variables(model, x)
   x2 = x.copy()
@@ -255,27 +259,33 @@ def _check_run(model: nn.Module, x: np.ndarray, *, features: tuple[int, int, int
     assert all(jax.tree.leaves(moved)), "a BatchNorm's running statistics did not move"
   if cam:
     # Global pooling: logits = mean_hw(features) @ W + b = mean_hw(features @ W) + b,
-    # the class activation map R-CAM uses. float32 sums of O(100) products of
-    # O(1) terms: 1e-4 absolute is a few hundred ulps.
+    # the class activation map R-CAM uses. Two float32 summation orders over up to
+    # 49 x 2048 terms differ by ~1e-6 of the largest value (evaluation-mode logits
+    # of deep random networks reach 1e8: running statistics do not rescale them).
     head = variables["params"]["head"]
     maps = jnp.einsum("bhwc,ck->bhwk", aux["features"], head["kernel"])
-    np.testing.assert_allclose(aux["pre_logits"], aux["features"].mean(axis=(1, 2)), atol=1e-4)
-    np.testing.assert_allclose(logits, maps.mean(axis=(1, 2)) + head["bias"], atol=1e-4)
+    feature_scale = float(jnp.abs(aux["features"]).max())
+    np.testing.assert_allclose(aux["pre_logits"], aux["features"].mean(axis=(1, 2)),
+                               atol=1e-5 * feature_scale + 1e-6)
+    scale = float(jnp.abs(logits).max())
+    np.testing.assert_allclose(logits, maps.mean(axis=(1, 2)) + head["bias"],
+                               atol=1e-5 * scale + 1e-6)
   if low:
     low_logits, low_aux = out["low"]
     assert low_aux["features"].dtype == jnp.bfloat16
-    # bfloat16 keeps 8 mantissa bits (relative step 2**-8 = 0.4 %); a few
-    # percent of the logits' scale after ~10 layers.
-    train_logits = out["train"][0]
-    scale = float(jnp.abs(train_logits).max())
-    np.testing.assert_allclose(low_logits, train_logits, atol=0.05 * scale + 1e-3)
+    if low_close:
+      # bfloat16 keeps 8 mantissa bits (relative step 2**-8 = 0.4 %); a few
+      # percent of the logits' scale after ~10 layers.
+      train_logits = out["train"][0]
+      scale = float(jnp.abs(train_logits).max())
+      np.testing.assert_allclose(low_logits, train_logits, atol=0.05 * scale + 1e-3)
 
 
 # Small members of every family, to cover each block type, stem, pooling rule
 # and layout under jit; name -> (model, input shape, features [h, w, C], options).
 TINY = {
     "resnet_basic_cifar": (ResNet(10, stage_sizes=(1, 1, 1), widths=(4, 8, 16), stem_width=4),
-                           (2, 28, 28, 1), (7, 7, 16), dict(cam=True, low=True)),
+                           (2, 28, 28, 1), (7, 7, 16), dict(cam=True, low=True, low_close=True)),
     "resnet_bottleneck_imagenet": (ResNet(10, stage_sizes=(1, 2), widths=(4, 8), block=Bottleneck,
                                           stem_width=8, stem="imagenet"), (2, 64, 64, 3),
                                    (8, 8, 32), dict(cam=True)),
@@ -285,7 +295,7 @@ TINY = {
     "resnet_thesis_avg4": (ResNet(10, stage_sizes=(1, 1), widths=(4, 8), block=BasicBlock,
                                   stem_width=4, head_pool="avg4"), (2, 32, 32, 3), (16, 16, 8), {}),
     "vgg_crd": (VGG(10, stages=((4,), (8,), (8, 8), (16,))), (2, 32, 32, 3), (4, 4, 16),
-                dict(cam=True, low=True)),
+                dict(cam=True, low=True, low_close=True)),
     "vgg_thesis": (VGG(10, stages=((4,), (8,), (8,), (8,), (16,)), layout="thesis"),
                    (2, 32, 32, 3), (2, 2, 16), {}),
     "convnet_flatten": (ConvNet(10, depth=2, width=4), (2, 16, 16, 3), (16, 16, 4), {}),
@@ -372,6 +382,8 @@ def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="avg4"):
     jax.eval_shape(ResNet(10, stage_sizes=(1, 1, 1), widths=(4, 4, 4), head_pool="avg4").init,
                    _key(0), jnp.zeros((1, 8, 8, 3)))
+  with pytest.raises(ValueError, match="num_classes"):
+    jax.eval_shape(ConvNet(0).init, _key(0), x)
   with pytest.raises(KeyError, match="resnet20"):
     models.MODELS.get("resnet21")
 
