@@ -45,8 +45,12 @@ def build_classifier(config: ml_collections.ConfigDict, *, num_classes: int,
   """The model `config.model` describes, for a dataset's classes and statistics."""
   dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
   kwargs = {"width": config.model.width} if config.model.width else {}
-  backbone = models_lib.MODELS.get(config.model.name)(
-      num_classes=num_classes, dtype=dtype, **kwargs)
+  factory = models_lib.MODELS.get(config.model.name)
+  try:
+    backbone = factory(num_classes=num_classes, dtype=dtype, **kwargs)
+  except TypeError as e:
+    raise ValueError(f"model.width={config.model.width} does not apply to model "
+                     f"{config.model.name!r} ({e})") from None
   jpeg_layer = None
   if config.model.jpeg_layer:
     from jaxcomp.layers import jpeg_layer as jpeg_layer_lib  # pylint: disable=g-import-not-at-top
