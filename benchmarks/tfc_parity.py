@@ -81,8 +81,13 @@ def reference(inputs: str, out: str) -> None:
   gaussian = tfc.NoisyNormal(loc=d["gaussian_mu"], scale=d["gaussian_sigma"])
   results["gaussian_likelihood"] = gaussian.prob(d["gaussian_y"]).numpy()
   np.savez_compressed(out, **d, **results, tf_version=np.asarray(tf.__version__),
-                      tfc_version=np.asarray(tfc.__version__))
-  print(f"wrote {out} with TF {tf.__version__}, TFC {tfc.__version__}")
+                      tfc_version=np.asarray(_tfc_version()))
+  print(f"wrote {out} with TF {tf.__version__}, TFC {_tfc_version()}")
+
+
+def _tfc_version() -> str:
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  return metadata.version("tensorflow-compression")
 
 
 def main() -> None:
