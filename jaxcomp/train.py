@@ -278,7 +278,8 @@ def _train_loop(config, trainer: Trainer, state: TrainState, start_step: int,
       pending.append(metrics)
       if bar is not None:
         bar.update(1)
-      at_ckpt = step % ckpt_every == 0 or step == total or flag.raised
+      stop = flag.raised  # read once: SIGTERM may arrive at any moment below
+      at_ckpt = step % ckpt_every == 0 or step == total or stop
       if step % log_every == 0 or at_ckpt or step % eval_every == 0:
         host = jax.device_get(pending)
         pending = []
@@ -301,7 +302,7 @@ def _train_loop(config, trainer: Trainer, state: TrainState, start_step: int,
       if at_ckpt:
         ckpt.save(step, state)
         last_good = step
-      if flag.raised:
+      if stop:
         preempted = True
         break
       if step % eval_every == 0 and step < total and config.mode != "train":

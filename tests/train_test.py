@@ -151,12 +151,23 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(toy, tmp_pat
 
 def test_sigterm_writes_checkpoint_and_returns_preempted(toy, tmp_path):
   c = _config(num_steps=10_000, checkpoint_every_steps=100_000)
-  timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGTERM))
-  timer.start()
+  metrics = tmp_path / "metrics.jsonl"
+  done = threading.Event()
+
+  def preempt_once_training():  # like a scheduler, from outside the loop
+    while not done.is_set():
+      if metrics.exists() and metrics.stat().st_size > 0:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+      time.sleep(0.05)
+
+  watcher = threading.Thread(target=preempt_once_training, daemon=True)
+  watcher.start()
   try:
     summary = train.train_and_evaluate(c, str(tmp_path))
   finally:
-    timer.cancel()
+    done.set()
+    watcher.join()
   assert summary["preempted"]
   step = summary["final_step"]
   assert 0 < step < 10_000
