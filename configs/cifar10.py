@@ -30,11 +30,5 @@ def get_config(arg=None):
                                         weight_decay=5e-4, schedule="cosine",
                                         warmup_epochs=0.5)
   if a.runlocal:
-    c.train.num_steps = 4
-    c.train.batch_size = 32
-    c.train.log_every_steps = 2
-    c.train.checkpoint_every_steps = 2
-    c.data.num_train_examples = 256
-    c.data.num_eval_examples = 256
-    c.eval.batch_size = 64
+    config_lib.shrink_for_smoke_test(c)
   return c

@@ -25,9 +25,5 @@ def get_config(arg=None):
   c.optim = config_lib.optimizer_config(name="momentum", learning_rate=0.01, momentum=0.9,
                                         weight_decay=5e-4, schedule="cosine")
   if a.runlocal:
-    c.train.num_steps = 4
-    c.train.batch_size = 32
-    c.train.log_every_steps = 2
-    c.data.num_train_examples = 256
-    c.data.num_eval_examples = 256
+    config_lib.shrink_for_smoke_test(c)
   return c

@@ -125,11 +125,5 @@ def get_config(arg=None):
   if a.epochs:
     c.train.epochs = a.epochs
   if a.runlocal:
-    c.train.num_steps = 4
-    c.train.batch_size = 32
-    c.train.log_every_steps = 2
-    c.train.checkpoint_every_steps = 2
-    c.data.num_train_examples = 256
-    c.data.num_eval_examples = 256
-    c.eval.batch_size = 64
+    config_lib.shrink_for_smoke_test(c)
   return c

@@ -107,6 +107,18 @@ def base_config() -> ConfigDict:
   return c
 
 
+def shrink_for_smoke_test(c: ConfigDict) -> ConfigDict:
+  """The `runlocal=True` setting of every config: 4 steps of batch 32 on 256 images."""
+  c.train.num_steps = 4
+  c.train.batch_size = 32
+  c.train.log_every_steps = 2
+  c.train.checkpoint_every_steps = 2
+  c.data.num_train_examples = 256
+  c.data.num_eval_examples = 256
+  c.eval.batch_size = 64
+  return c
+
+
 def optimizer_config(**overrides: Any) -> ConfigDict:
   """One optimizer with its learning-rate schedule."""
   c = ConfigDict(dict(
