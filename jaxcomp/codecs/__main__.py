@@ -6,7 +6,7 @@
   python -m jaxcomp.codecs decompress out.jcx back.png [--checkpoint WORKDIR]
   python -m jaxcomp.codecs evaluate --model hyperprior-q1 --model hyperprior-q2 \
       --images ../shared/data/kodak --output rd.json --plot rd.png
-  python -m jaxcomp.codecs export --checkpoint WORKDIR weights.npz [--dtype float32]
+  python -m jaxcomp.codecs export --checkpoint WORKDIR weights.npz [--step S] [--dtype float32]
 
 `decompress` reads the model from the stream header; a stream made from a
 checkpoint needs `--checkpoint`. Errors print one line on stderr and exit 1
@@ -23,7 +23,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from jaxcomp.codecs import bitstream, compression, evaluation, zoo
+from jaxcomp.codecs import bitstream, compression, evaluation, learned, zoo
 from jaxcomp.entropy import factorized
 
 
@@ -98,10 +98,18 @@ def _evaluate(args) -> int:
 
 
 def _export(args) -> int:
-  """Saves a checkpoint's parameters, with the quantiles fitted exactly (bisection)."""
-  model, params, codec = zoo.load_checkpoint(args.checkpoint)
+  """Saves a checkpoint's parameters, with the quantiles fitted exactly (bisection).
+
+  The metadata is the run's codec config, the step, the lambda it was trained
+  with (the quality preset's when the config leaves `lmbda` at 0) and, if given,
+  the training command.
+  """
+  model, params, codec = zoo.load_checkpoint(args.checkpoint, step=args.step)
   density, _ = factorized.density_from_params(params["entropy_bottleneck"])
   params["entropy_bottleneck"]["quantiles"] = np.asarray(factorized.fit_quantiles(density))
+  codec["lmbda"] = codec["lmbda"] or learned.lmbda(codec["quality"], codec["distortion"])
+  if args.training_command:
+    codec["training_command"] = args.training_command
   zoo.save(args.output, model, params, dtype=args.dtype, **codec)
   return 0
 
@@ -131,7 +139,9 @@ def _parser() -> argparse.ArgumentParser:
   e.add_argument("--jpeg-qualities", default=",".join(map(str, evaluation.JPEG_QUALITIES)))
   x = sub.add_parser("export", help="checkpoint -> weights .npz (as shipped in codecs/weights)")
   x.add_argument("--checkpoint", required=True, help="a jaxcomp.main run directory")
+  x.add_argument("--step", type=int, help="the checkpoint's step (default: the latest)")
   x.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+  x.add_argument("--training-command", help="how the run was trained, kept in the metadata")
   x.add_argument("output")
   return p
 

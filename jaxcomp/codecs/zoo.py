@@ -61,11 +61,16 @@ def load(name: str) -> tuple[nn.Module, dict, dict]:
   return load_file(WEIGHTS_DIR / f"{name}.npz")
 
 
-def load_checkpoint(workdir: str | pathlib.Path) -> tuple[nn.Module, dict, dict]:
-  """`(model, params, codec config)` of the latest checkpoint of a training run directory.
+def load_checkpoint(workdir: str | pathlib.Path, *, step: int | None = None
+                    ) -> tuple[nn.Module, dict, dict]:
+  """`(model, params, codec config)` of a checkpoint of a training run directory.
+
+  Args:
+    workdir: a `jaxcomp.main` run directory.
+    step: the checkpoint's step; None for the latest.
 
   Raises:
-    FileNotFoundError: no `config.json` or no checkpoint in `workdir`.
+    FileNotFoundError: no `config.json`, no checkpoint, or no checkpoint at `step`.
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  (slow import, rarely used)
 
@@ -76,9 +81,12 @@ def load_checkpoint(workdir: str | pathlib.Path) -> tuple[nn.Module, dict, dict]
   codec = json.loads(config_file.read_text())["codec"]
   model = learned.from_config(codec)
   manager = ocp.CheckpointManager((workdir / "checkpoints").resolve())
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
+  steps = manager.all_steps()
+  if not steps or (step is not None and step not in steps):
+    manager.close()
+    raise FileNotFoundError(f"no checkpoint{'' if step is None else f' at step {step}'} in "
+                            f"{workdir / 'checkpoints'} (steps: {sorted(steps)})")
+  step = max(steps) if step is None else step
   state = manager.restore(step, args=ocp.args.StandardRestore())
   manager.close()
   flat = flax.traverse_util.flatten_dict(state["params"])

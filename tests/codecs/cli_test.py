@@ -6,12 +6,14 @@ import json
 import subprocess
 import sys
 
+import flax
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from jaxcomp.codecs import __main__ as cli
-from jaxcomp.codecs import zoo
+from jaxcomp.codecs import learned, zoo
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +85,32 @@ def test_evaluate_writes_report_and_plot(model_name, image_file, tmp_path, capsy
   assert r["models"][0]["images"][0]["image"] == "crop.png"
   assert {"bpp", "psnr", "ms_ssim"} <= set(r["models"][0]["mean"])
   assert len(r["jpeg_420"]) == 3 and (tmp_path / "rd.png").stat().st_size > 0
+
+
+def test_export_a_chosen_step_with_its_metadata(model_name, tmp_path, capsys):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  (slow import)
+
+  _, params, meta = zoo.load(model_name)
+  codec = {k: meta[k] for k in ("architecture", "quality", "num_filters", "num_latent", "gdn",
+                                "distortion", "crop")}
+  (tmp_path / "config.json").write_text(json.dumps({"codec": {**codec, "lmbda": 0.0}}))
+  later = jax.tree.map(lambda v: v + 1.0, params)
+  with ocp.CheckpointManager(tmp_path / "checkpoints") as manager:
+    for step, tree in ((10, params), (20, later)):
+      manager.save(step, args=ocp.args.StandardSave({"params": tree}))
+    manager.wait_until_finished()
+  out = tmp_path / "w.npz"
+  code, _, err = _run(["export", "--checkpoint", tmp_path, "--step", 10, "--dtype", "float32",
+                       "--training-command", "python -m jaxcomp.main ...", out], capsys)
+  assert code == 0, err
+  _, got, got_meta = zoo.load_file(out)
+  # Step 10 holds `params` (not the latest, step 20); only the quantiles are refitted on export.
+  flat = flax.traverse_util.flatten_dict(got, sep="/")
+  for k, v in flax.traverse_util.flatten_dict(params, sep="/").items():
+    if not k.endswith("quantiles"):
+      np.testing.assert_array_equal(flat[k], v, err_msg=k)
+  assert got_meta["step"] == 10 and got_meta["training_command"] == "python -m jaxcomp.main ..."
+  # lmbda 0 in the config means the quality preset's value (SPEC Sec. 3).
+  assert got_meta["lmbda"] == learned.lmbda(codec["quality"])
+  code, _, err = _run(["export", "--checkpoint", tmp_path, "--step", 7, out], capsys)
+  assert code == 1 and "no checkpoint at step 7" in err and err.count("\n") == 1
