@@ -104,6 +104,21 @@ def base_config() -> ConfigDict:
       model_axis=1,              # size of the second mesh axis ("model")
       shard_params_min_size=2**20,  # params with more elements shard on "model"
   ))
+
+  # Adversarial evaluation of trained runs (mode="robustness"; configs/adversarial.py).
+  c.robustness = ConfigDict(dict(
+      checkpoints="",            # workdirs of trained runs, separated by "," or ";" (globs allowed)
+      report="table",            # "table" | "ablation" | "jpeg_dl" (see jaxcomp.evaluators.adversarial)
+      num_examples=1000,         # test images evaluated (0 -> the whole split)
+      only_correct=True,         # draw them from those the model classifies correctly (thesis)
+      batch_size=500,
+      adaptive=True,             # BPDA + EOT column beside every defended cell
+      adaptive_attacks=(),       # attack names that get it; () -> every attack
+      eot_samples=8,             # EOT draws for randomised defenses (deterministic ones: 1)
+      eps=(),                    # report="jpeg_dl": the L-inf budgets swept
+      attacks=ConfigDict(),      # name -> {method, **kwargs of jaxcomp.attacks.<method>}
+      defenses=ConfigDict(),     # name -> {stages: "pd+wd", group, votes, **stage kwargs}
+  ))
   return c
 
 
@@ -141,7 +156,8 @@ def optimizer_config(**overrides: Any) -> ConfigDict:
 
 
 _CHOICES = {
-    "mode": ("train_and_evaluate", "train", "evaluate"),
+    "mode": ("train_and_evaluate", "train", "evaluate", "robustness"),
+    "robustness.report": ("table", "ablation", "jpeg_dl"),
     "task": ("classification", "rate_distortion"),
     "codec.architecture": ("factorized", "hyperprior", "bls2017"),
     "codec.distortion": ("mse", "ms_ssim"),
@@ -156,11 +172,11 @@ _CHOICES = {
     "jpeg_optim.name": ("sgd", "momentum", "nesterov", "adam", "adamw"),
     "jpeg_optim.schedule": ("constant", "step", "cosine", "cyclic", "follow"),
 }
-_POSITIVE = ("train.batch_size", "eval.batch_size", "train.grad_accum_steps",
+_POSITIVE = ("robustness.batch_size", "train.batch_size", "eval.batch_size", "train.grad_accum_steps",
              "train.keep_checkpoints", "optim.learning_rate", "parallel.model_axis",
              "model.jpeg.rounds", "model.jpeg.num_candidates", "model.jpeg.q_max",
              "model.jpeg.q_min", "model.jpeg.alpha")
-_NON_NEGATIVE = ("train.epochs", "train.num_steps", "train.label_smoothing",
+_NON_NEGATIVE = ("robustness.num_examples", "robustness.eot_samples", "train.epochs", "train.num_steps", "train.label_smoothing",
                  "train.ema_decay", "optim.weight_decay", "optim.warmup_epochs",
                  "jpeg_optim.learning_rate", "jpeg_optim.weight_decay",
                  "optim.grad_clip_norm", "data.num_train_examples",
@@ -174,8 +190,14 @@ def _get(config: ConfigDict, dotted: str) -> Any:
   return node
 
 
+# Sections whose keys are user-chosen names (checked by their consumer instead).
+_FREE_FORM = ("robustness.attacks.", "robustness.defenses.")
+
+
 def _schema_errors(ref: ConfigDict, cfg: ConfigDict, prefix: str = "") -> list[str]:
   errors = []
+  if prefix in _FREE_FORM:
+    return errors
   for key in cfg.keys():
     if key not in ref:
       errors.append(f"unknown config key {prefix + key!r}")

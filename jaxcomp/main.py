@@ -35,6 +35,14 @@ def main(argv: list[str]) -> int:
   except config_lib.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if config.mode == "robustness":
+    from jaxcomp.evaluators import adversarial  # pylint: disable=g-import-not-at-top
+    try:
+      adversarial.run(config, _WORKDIR.value)
+    except (config_lib.ConfigError, FileNotFoundError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    return 0
   from jaxcomp import train  # pylint: disable=g-import-not-at-top  (jax after flags)
   summary = train.train_and_evaluate(config, _WORKDIR.value)
   if summary.get("preempted"):

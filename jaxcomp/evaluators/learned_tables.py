@@ -29,33 +29,12 @@ import sys
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
-from jaxcomp import checkpoint as checkpoint_lib
-from jaxcomp import data as data_lib
-from jaxcomp import parallel
 from jaxcomp import writers
 from jaxcomp.codecs import jpeg_files
+from jaxcomp.evaluators.runs import load_run
 from jaxcomp.layers import jpeg_layer as jpeg_layer_lib
-from jaxcomp.tasks.classification import ClassificationTask
-
-
-def load_run(workdir: str | pathlib.Path) -> tuple[ClassificationTask, dict[str, Any]]:
-  """The task (from the run's config.json) and eval variables of its latest checkpoint."""
-  workdir = pathlib.Path(workdir)
-  if not (workdir / "config.json").exists():
-    raise FileNotFoundError(f"{workdir}/config.json not found: not a jaxcomp workdir")
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  config.train.progress_bar = False
-  task = ClassificationTask(config, parallel.create_mesh(1, jax.devices()[:1]))
-  ckpt = checkpoint_lib.Checkpointer(str(workdir / "checkpoints"))
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
-  state = ckpt.restore(None)
-  ckpt.close()
-  params = state["ema_params"] if state["ema_params"] else state["params"]
-  return task, {"params": params, **state["collections"]}
 
 
 def _accuracy(logits_fn, images: np.ndarray, labels: np.ndarray, batch: int = 500) -> float:

@@ -20,7 +20,7 @@ A randomised defense is scored on one draw, or by the majority of
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Collection, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -82,7 +82,10 @@ def destruction_rate(clean_correct: Any, attacked_correct: Any, defended_correct
 def evaluate(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any,
              batches: Iterable[tuple[jax.Array, jax.Array]], *, attacks: Mapping[str, Attack],
              defenses: Mapping[str, Defense], key: jax.Array, adaptive: bool = True,
-             eot_samples: int = 8, vote_draws: int | None = None) -> list[Record]:
+             adaptive_attacks: Collection[str] | None = None,
+             eot_samples: int | Mapping[str, int] = 8,
+             vote_draws: int | None | Mapping[str, int | None] = None,
+             attack_fn: Callable[..., jax.Array] | None = None) -> list[Record]:
   """The robustness table of a classifier.
 
   Args:
@@ -93,10 +96,15 @@ def evaluate(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any,
       `(adversarial images, info)`, hyper-parameters bound (functools.partial).
     defenses: name -> `defense(images, key) -> images`.
     key: PRNG key for attacks and defenses.
-    adaptive: also run every attack against every defense through BPDA + EOT.
-    eot_samples: EOT draws per forward pass of the adaptive attacks.
+    adaptive: also run the attacks against every defense through BPDA + EOT.
+    adaptive_attacks: the attacks that get the adaptive column (None: all).
+    eot_samples: EOT draws per forward pass of the adaptive attacks, one
+      number or one per defense (1 suits a deterministic defense).
     vote_draws: score defended images by the majority of this many draws
-      (None: one draw).
+      (None: one draw), one value or one per defense (missing: None).
+    attack_fn: the model whose gradients the non-adaptive attacks follow
+      (default `apply_fn`); e.g. a BPDA surrogate of a layer inside the model.
+      Predictions always come from `apply_fn`.
 
   Returns:
     Records for ("clean", defense), (attack, "none") and (attack, defense,
@@ -118,14 +126,17 @@ def evaluate(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any,
       r.broken += int(np.sum(broken))
       r.restored += int(np.sum(broken & correct))
 
+  per_defense = lambda v, name: v.get(name) if isinstance(v, Mapping) else v
+  attack_fn = apply_fn if attack_fn is None else attack_fn
   predict = jax.jit(lambda x: jnp.argmax(apply_fn(params, x), -1))
   defended_predict = {
-      name: jax.jit(lambda x, k, d=d: (
-          majority_vote(apply_fn, params, x, k, defense=d, num_draws=vote_draws)
-          if vote_draws else jnp.argmax(apply_fn(params, d(x, k)), -1)))
+      name: jax.jit(lambda x, k, d=d, n=per_defense(vote_draws, name): (
+          majority_vote(apply_fn, params, x, k, defense=d, num_draws=n)
+          if n else jnp.argmax(apply_fn(params, d(x, k)), -1)))
       for name, d in defenses.items()}
   adaptive_models = {name: attacks_lib.eot(attacks_lib.defended(apply_fn, attacks_lib.bpda(d)),
-                                           eot_samples) for name, d in defenses.items()}
+                                           per_defense(eot_samples, name) or 1)
+                     for name, d in defenses.items()}
 
   for b, (images, labels) in enumerate(batches):
     labels = np.asarray(labels)
@@ -136,13 +147,13 @@ def evaluate(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any,
       add("clean", dname, False, np.asarray(dpred(images, jax.random.fold_in(k, 1))) == labels)
     for i, (aname, attack) in enumerate(attacks.items()):
       ka = jax.random.fold_in(k, 100 + i)
-      adv, info = attack(apply_fn, params, images, labels, ka)
+      adv, info = attack(attack_fn, params, images, labels, ka)
       attacked = np.asarray(predict(adv)) == labels
       add(aname, "none", False, attacked, info)
       for j, (dname, dpred) in enumerate(defended_predict.items()):
         kd = jax.random.fold_in(ka, j)
         add(aname, dname, False, np.asarray(dpred(adv, kd)) == labels, info, clean, attacked)
-        if adaptive:
+        if adaptive and (adaptive_attacks is None or aname in adaptive_attacks):
           adv_ad, info_ad = attack(adaptive_models[dname], params, images, labels, kd)
           add(aname, dname, True, np.asarray(dpred(adv_ad, jax.random.fold_in(kd, 1))) == labels,
               info_ad, clean, np.asarray(predict(adv_ad)) == labels)

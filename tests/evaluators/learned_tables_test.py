@@ -5,29 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from jaxcomp import config_lib
-from jaxcomp import train
 from jaxcomp.codecs import jpeg_files
 from jaxcomp.evaluators import learned_tables
-
-
-@pytest.fixture(scope="module")
-def jpeg_dl_run(tmp_path_factory):
-  root = tmp_path_factory.mktemp("runs")
-  c = config_lib.base_config()
-  c.model.name = "convnet_c2_32"   # the smallest zoo model: the flow is what is tested
-  c.model.jpeg_layer = True
-  c.model.jpeg.quality_divisor = 12.1
-  c.train.num_steps = 2
-  c.train.batch_size = 16
-  c.train.progress_bar = False
-  c.data.num_train_examples = 64
-  c.data.num_eval_examples = 48
-  c.eval.batch_size = 16
-  train.train_and_evaluate(c, str(root / "jdl"))
-  c.model.jpeg_layer = False
-  train.train_and_evaluate(c, str(root / "base"))
-  return root
+from jaxcomp.evaluators.runs import load_run
 
 
 def test_report_sizes_tables_and_accuracies(jpeg_dl_run, tmp_path):
@@ -53,7 +33,7 @@ def test_report_sizes_tables_and_accuracies(jpeg_dl_run, tmp_path):
 
 
 def test_exported_tables_are_the_files_tables(jpeg_dl_run):
-  task, variables = learned_tables.load_run(jpeg_dl_run / "jdl")
+  task, variables = load_run(jpeg_dl_run / "jdl")
   from jaxcomp.layers import jpeg_layer
   luma, chroma = jpeg_layer.export_tables(variables["params"]["jpeg_layer"])
   image, _ = task.eval_ds.read(np.arange(1))

@@ -1,0 +1,362 @@
+"""Adversarial evaluation of trained classifiers (SPEC Sec. 8-9; `JPEG_DL.md`'s protocol).
+
+  python -m jaxcomp.main --config=configs/adversarial.py:checkpoints=RUN --workdir=OUT
+  python -m jaxcomp.main --config=configs/adversarial.py:report=ablation,checkpoints=RUN --workdir=OUT
+  python -m jaxcomp.main --config=configs/adversarial.py:report=jpeg_dl,checkpoints='ROOT/*_seed*' \
+      --workdir=OUT
+
+Reports (`robustness.report`):
+
+* "table" (thesis Table 4.1): on `num_examples` test images that the first
+  checkpoint classifies correctly, accuracy under every attack without defense
+  and with every defense, non-adaptive (the attack sees the bare classifier,
+  the defense is applied to its output) and adaptive (BPDA + EOT through the
+  defense) side by side; destruction rates (Ch. 3.7); clean accuracy with each
+  defense; attack success and the norms the attacks used.
+* "ablation" (Tables 4.7-4.11): the same cells, non-adaptive, one pivot table
+  per defense group (combinations, thresholding, deflections, windows) with the
+  mean over the attacks (Table 4.11's summary).
+* "jpeg_dl" (`JPEG_DL.md`): accuracy under each attack over the `eps` sweep on
+  the test split, for every checkpoint. A model with a JPEG-DL layer is attacked
+  twice: with gradients through the soft quantizer ("soft") and with the layer
+  replaced by the identity on the backward pass ("bpda"). Arms (workdir names
+  without `_seed<k>`) are averaged over seeds.
+
+A defense is a pipeline of stages (`stages="pd+wd"`): "jpeg" (`jpeg_defense`),
+"pd" (`pixel_deflection`, guided by the model's R-CAM unless `rcam=False`),
+"wd" (`denoise_wavelet`, clipped to [0, 1]); `votes=N` scores it by the majority
+of N draws (Ens-10). Writes `robustness.json` and `robustness.md` to the workdir.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import inspect
+import pathlib
+import re
+import sys
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxcomp import attacks as attacks_lib
+from jaxcomp import defenses as defenses_lib
+from jaxcomp import writers
+from jaxcomp.config_lib import ConfigError
+from jaxcomp.evaluators import robustness
+from jaxcomp.evaluators.runs import load_run
+from jaxcomp.tasks.classification import ClassificationTask
+
+ATTACKS: dict[str, Callable[..., Any]] = {
+    "fgsm": attacks_lib.fgsm, "bim": attacks_lib.bim, "pgd": attacks_lib.pgd,
+    "carlini_wagner_l2": attacks_lib.carlini_wagner_l2, "deepfool": attacks_lib.deepfool,
+    "jsma": attacks_lib.jsma, "lbfgs": attacks_lib.lbfgs}
+STAGE_ARGS = {
+    "jpeg": ("quality", "subsampling"),
+    "pd": ("deflections", "window", "rcam"),
+    "wd": ("sigma", "wavelet", "mode", "method", "wavelet_levels", "convert2ycbcr",
+           "rescale_sigma")}
+
+
+def ordered(section: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
+  """(name, spec) pairs sorted by their `order` entry, then name (ConfigDicts sort keys)."""
+  return sorted(section.items(), key=lambda kv: (kv[1].get("order", 0), kv[0]))
+
+
+def build_attack(name: str, spec: Mapping[str, Any]) -> robustness.Attack:
+  """`attack(apply_fn, params, images, labels, key)` from `{method, order, **keyword arguments}`.
+
+  Raises:
+    ConfigError: unknown method or an argument the method does not take.
+  """
+  spec = dict(spec)
+  spec.pop("order", None)
+  method = spec.pop("method", None)
+  if method not in ATTACKS:
+    raise ConfigError(f"robustness.attacks.{name}.method={method!r} is not one of "
+                      f"{sorted(ATTACKS)}")
+  params = inspect.signature(ATTACKS[method]).parameters
+  allowed = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - {"target_labels"}
+  unknown = sorted(set(spec) - allowed)
+  if unknown:
+    raise ConfigError(f"robustness.attacks.{name}: {method} takes no {unknown}; "
+                      f"it takes {sorted(allowed)}")
+  return functools.partial(ATTACKS[method], **spec)
+
+
+def build_defense(name: str, spec: Mapping[str, Any],
+                  rcam_fn: Callable[[jax.Array], jax.Array] | None = None
+                  ) -> tuple[robustness.Defense, dict[str, Any]]:
+  """`defense(images, key) -> images` from `{stages, group, votes, **stage arguments}`.
+
+  Args:
+    name: the defense's name (for error messages).
+    spec: `stages` ("+"-joined, applied left to right), `group` (report section),
+      `votes` (0: one draw; N: majority of N draws), `order` (position in the
+      report) and the stages' arguments.
+    rcam_fn: `images [B, H, W, 3] -> R-CAM [B, H, W]` of the defended model,
+      needed by a "pd" stage unless `rcam=False`.
+
+  Returns:
+    The defense and its metadata `{"group", "votes", "random"}`.
+
+  Raises:
+    ConfigError: unknown stage or argument.
+  """
+  spec = dict(spec)
+  spec.pop("order", None)
+  stages = str(spec.pop("stages", "")).split("+")
+  meta = {"group": str(spec.pop("group", "")), "votes": int(spec.pop("votes", 0)),
+          "random": "pd" in stages}
+  bad = [s for s in stages if s not in STAGE_ARGS]
+  if bad:
+    raise ConfigError(f"robustness.defenses.{name}.stages: unknown stage(s) {bad}; "
+                      f"known: {sorted(STAGE_ARGS)} joined by '+'")
+  unknown = sorted(set(spec) - {a for s in stages for a in STAGE_ARGS[s]})
+  if unknown:
+    raise ConfigError(f"robustness.defenses.{name}: stages {stages} take no {unknown}")
+  kwargs = {s: {k: v for k, v in spec.items() if k in STAGE_ARGS[s]} for s in stages}
+  use_rcam = bool(kwargs.get("pd", {}).pop("rcam", True))
+  if "pd" in stages and use_rcam and rcam_fn is None:
+    raise ValueError(f"defense {name!r} deflects guided by R-CAM but no rcam_fn was given")
+
+  def defense(images: jax.Array, key: jax.Array) -> jax.Array:
+    x = images
+    for i, stage in enumerate(stages):
+      k = jax.random.fold_in(key, i)
+      if stage == "jpeg":
+        x = defenses_lib.jpeg_defense(x, k, **kwargs["jpeg"])
+      elif stage == "pd":
+        rcam = jax.lax.stop_gradient(rcam_fn(x)) if use_rcam else None
+        x = defenses_lib.pixel_deflection(x, k, rcam=rcam, **kwargs["pd"])
+      else:
+        x = jnp.clip(defenses_lib.denoise_wavelet(x, **kwargs["wd"]), 0.0, 1.0)
+    return x
+
+  return defense, meta
+
+
+def jpeg_layer_bpda(task: ClassificationTask, variables: Any) -> attacks_lib.Stochastic:
+  """The classifier with its JPEG-DL layer replaced by the identity on the backward pass.
+
+  Forward it equals `task.apply_fn(variables, x)`; its input gradient is the
+  backbone's gradient at the layer's output (BPDA, Athalye et al. 2018).
+  """
+  if task.model.jpeg_layer is None:
+    raise ValueError("the model has no JPEG layer to approximate")
+  backbone = task.model.clone(jpeg_layer=None)
+  layer = task.model.jpeg_layer
+  layer_variables = {"params": variables["params"]["jpeg_layer"]}
+  through = attacks_lib.bpda(lambda x, key: layer.apply(layer_variables, x))
+  return attacks_lib.defended(lambda v, x: backbone.apply(v, x, train=False)[0], through)
+
+
+def evaluation_batches(task: ClassificationTask, variables: Any, *, num_examples: int,
+                 only_correct: bool, batch_size: int, seed: int
+                 ) -> list[tuple[jax.Array, np.ndarray]]:
+  """(images [b, H, W, C] float32 in [0, 1], labels [b]) batches of the run's test split.
+
+  `num_examples` > 0 draws that many at random (seeded; among the correctly
+  classified ones when `only_correct`); 0 keeps the whole split in order.
+  """
+  ds = task.eval_ds
+  images, labels = ds.read(np.arange(len(ds)))
+  order = (np.random.default_rng(seed).permutation(len(ds)) if num_examples
+           else np.arange(len(ds)))
+  if only_correct:
+    predict = jax.jit(lambda x: jnp.argmax(task.apply_fn(variables, x), -1))
+    preds = np.concatenate([np.asarray(predict(np.asarray(images[i:i + batch_size],
+                                                          np.float32) / 255.0))
+                            for i in range(0, len(ds), batch_size)])
+    order = order[preds[order] == labels[order]]
+  if num_examples:
+    order = order[:num_examples]
+  x = images[order].astype(np.float32) / 255.0
+  y = labels[order].astype(np.int32)
+  return [(jnp.asarray(x[i:i + batch_size]), y[i:i + batch_size])
+          for i in range(0, len(order), batch_size)]
+
+
+def _checkpoints(spec: str) -> list[pathlib.Path]:
+  paths = []
+  for item in filter(None, (s.strip() for s in re.split(r"[,;]", spec))):
+    hits = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
+    if not hits:
+      raise FileNotFoundError(f"robustness.checkpoints: nothing matches {item!r}")
+    paths += [pathlib.Path(h) for h in hits]
+  if not paths:
+    raise ConfigError("robustness.checkpoints is empty: give the workdir(s) of trained runs")
+  return paths
+
+
+def _log(message: str) -> None:
+  print(f"[robustness] {message}", file=sys.stderr, flush=True)
+
+
+def _pct(v: float) -> str:
+  return "" if np.isnan(v) else f"{100 * v:.1f}"
+
+
+def _pivot(records: list[robustness.Record], defenses: list[str], *, adaptive_columns: bool,
+           mean_row: bool = False) -> str:
+  """Accuracy % per attack (rows) and defense (columns)."""
+  cells = {(r.attack, r.defense, r.adaptive): r for r in records}
+  attack_names = list(dict.fromkeys(r.attack for r in records))
+  columns = [("none", False)]
+  for d in defenses:
+    columns.append((d, False))
+    if adaptive_columns and any(k[1] == d and k[2] for k in cells):
+      columns.append((d, True))
+  head = ["attack"] + [d + (" (BPDA+EOT)" if a else "") for d, a in columns]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for name in attack_names:
+    row = [_pct(cells[name, d, a].accuracy) if (name, d, a) in cells else "" for d, a in columns]
+    lines.append(f"| {name} | " + " | ".join(row) + " |")
+  if mean_row:
+    means = []
+    for d, a in columns:
+      v = [cells[n, d, a].accuracy for n in attack_names if n != "clean" and (n, d, a) in cells]
+      means.append(_pct(float(np.mean(v))) if v else "")
+    lines.append("| mean over attacks | " + " | ".join(means) + " |")
+  return "\n".join(lines)
+
+
+def _destruction(records: list[robustness.Record], defenses: list[str]) -> str:
+  cells = {(r.attack, r.defense, r.adaptive): r for r in records}
+  attack_names = [a for a in dict.fromkeys(r.attack for r in records) if a != "clean"]
+  columns = [(d, a) for d in defenses for a in (False, True) if (attack_names[0], d, a) in cells]
+  head = ["attack"] + [d + (" (BPDA+EOT)" if a else "") for d, a in columns]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for name in attack_names:
+    row = [f"{cells[name, d, a].destruction_rate:.3f}" if (name, d, a) in cells else ""
+           for d, a in columns]
+    lines.append(f"| {name} | " + " | ".join(row) + " |")
+  return "\n".join(lines)
+
+
+def _attack_stats(records: list[robustness.Record]) -> str:
+  lines = ["| attack | success on the bare model % | RMSE | L-inf |", "|---|---|---|---|"]
+  for r in records:
+    if r.defense == "none" and r.attack != "clean":
+      lines.append(f"| {r.attack} | {_pct(r.attack_success)} | {r.rmse:.4f} | {r.linf:.4f} |")
+  return "\n".join(lines)
+
+
+def _defense_table(config: ml_collections.ConfigDict, ablation: bool) -> tuple[dict, str]:
+  r = config.robustness
+  attacks = {n: build_attack(n, s) for n, s in ordered(r.attacks)}
+  if not attacks:
+    raise ConfigError("robustness.attacks is empty")
+  path = _checkpoints(r.checkpoints)[0]
+  task, variables = load_run(path)
+  features = lambda v, x: task.model.apply(v, x, train=False)
+  rcam_fn = lambda x: defenses_lib.rcam_from_model(features, variables, x)
+  built = {n: build_defense(n, s, rcam_fn) for n, s in ordered(r.defenses)}
+  batches = evaluation_batches(task, variables, num_examples=r.num_examples,
+                         only_correct=r.only_correct, batch_size=r.batch_size, seed=config.seed)
+  count = sum(len(y) for _, y in batches)
+  _log(f"{path}: {count} test images, {len(attacks)} attacks, {len(built)} defenses")
+  start = time.perf_counter()
+  records = robustness.evaluate(
+      task.apply_fn, variables, batches, attacks=attacks,
+      defenses={n: d for n, (d, _) in built.items()}, key=jax.random.key(config.seed),
+      adaptive=r.adaptive and not ablation, adaptive_attacks=tuple(r.adaptive_attacks) or None,
+      eot_samples={n: r.eot_samples if m["random"] else 1 for n, (_, m) in built.items()},
+      vote_draws={n: m["votes"] or None for n, (_, m) in built.items()})
+  seconds = time.perf_counter() - start
+  _log(f"done in {seconds:.0f} s")
+  what = "only images it classifies correctly" if r.only_correct else "test images"
+  md = [f"Checkpoint `{path}`, {count} {what} of `{task.eval_ds.name}` "
+        f"({task.eval_ds.split}), seed {config.seed}; {seconds:.0f} s on "
+        f"{jax.devices()[0].device_kind}."]
+  groups = list(dict.fromkeys(m["group"] for _, m in built.values()))
+  for group in groups:
+    names = [n for n, (_, m) in built.items() if m["group"] == group]
+    md += ["", f"### Accuracy %{': ' + group if group else ''}", "",
+           _pivot(records, names, adaptive_columns=not ablation, mean_row=ablation)]
+  if not ablation:
+    md += ["", "### Destruction rate (Ch. 3.7)", "", _destruction(records, list(built)),
+           "", "### Attacks", "", _attack_stats(records)]
+  report = {"checkpoint": str(path), "images": count, "seconds": seconds,
+            "records": [_record_dict(x) for x in records]}
+  return report, "\n".join(md)
+
+
+def _record_dict(r: robustness.Record) -> dict[str, Any]:
+  return {"attack": r.attack, "defense": r.defense, "adaptive": r.adaptive, "count": r.count,
+          "accuracy": r.accuracy, "destruction_rate": r.destruction_rate,
+          "attack_success": r.attack_success, "rmse": r.rmse, "linf": r.linf}
+
+
+def _jpeg_dl_sweep(config: ml_collections.ConfigDict) -> tuple[dict, str]:
+  r = config.robustness
+  if not r.eps:
+    raise ConfigError("robustness.eps is empty: report=jpeg_dl sweeps these L-inf budgets")
+  base = {n: build_attack(n, s) for n, s in ordered(r.attacks)}
+  if not base:
+    raise ConfigError("robustness.attacks is empty")
+  attacks = {f"{n}@{eps:.6g}": functools.partial(a, eps=float(eps))
+             for n, a in base.items() for eps in r.eps}
+  rows = []
+  for path in _checkpoints(r.checkpoints):
+    task, variables = load_run(path)
+    batches = evaluation_batches(task, variables, num_examples=r.num_examples,
+                           only_correct=r.only_correct, batch_size=r.batch_size,
+                           seed=config.seed)
+    modes = {"soft": None}
+    if task.model.jpeg_layer is not None:
+      modes["bpda"] = jpeg_layer_bpda(task, variables)
+    arm = re.sub(r"_seed\d+$", "", path.name)
+    for mode, attack_fn in modes.items():
+      start = time.perf_counter()
+      records = robustness.evaluate(task.apply_fn, variables, batches, attacks=attacks,
+                                    defenses={}, key=jax.random.key(config.seed),
+                                    adaptive=False, attack_fn=attack_fn)
+      _log(f"{path} ({mode}): {time.perf_counter() - start:.0f} s")
+      for rec in records:
+        name, _, eps = rec.attack.partition("@")
+        rows.append({"run": str(path), "arm": arm, "mode": mode, "attack": name,
+                     "eps": float(eps) if eps else 0.0, "accuracy": rec.accuracy,
+                     "count": rec.count})
+  return {"rows": rows}, _sweep_markdown(rows, [float(e) for e in r.eps], list(base))
+
+
+def _sweep_markdown(rows: list[dict], eps: list[float], attack_names: list[str]) -> str:
+  """Per attack: rows (arm, gradient mode), columns eps in /255 units, mean +- std over seeds."""
+  md = []
+  arms = list(dict.fromkeys((row["arm"], row["mode"]) for row in rows))
+  for name in attack_names:
+    head = ["arm", "gradients", "runs", "clean"] + [f"{255 * e:.3g}/255" for e in eps]
+    md += [f"### {name}: accuracy % (mean +- std over runs)", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm, mode in arms:
+      def cell(attack, e):
+        v = np.asarray([x["accuracy"] for x in rows if x["arm"] == arm and x["mode"] == mode
+                        and x["attack"] == attack and np.isclose(x["eps"], e)]) * 100
+        return (len(v), f"{v.mean():.2f} +- {v.std(ddof=1) if len(v) > 1 else 0:.2f}")
+      runs, clean = cell("clean", 0.0)
+      md.append(f"| {arm} | {mode} | {runs} | {clean} | "
+                + " | ".join(cell(name, e)[1] for e in eps) + " |")
+    md.append("")
+  return "\n".join(md)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs `config.robustness.report`; writes robustness.json / .md; returns the report."""
+  r = config.robustness
+  if r.report == "jpeg_dl":
+    report, md = _jpeg_dl_sweep(config)
+  else:
+    report, md = _defense_table(config, ablation=r.report == "ablation")
+  report = {"report": r.report, "config": config.to_dict(), **report}
+  out = pathlib.Path(workdir)
+  out.mkdir(parents=True, exist_ok=True)
+  writers.write_json(out / "robustness.json", report)
+  writers.write_atomic(out / "robustness.md", f"## Robustness: {r.report}\n\n{md}\n")
+  print(md)
+  return report
