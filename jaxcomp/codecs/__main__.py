@@ -81,16 +81,19 @@ def _evaluate(args) -> int:
     model, params, name = _load(args)
     results.append(evaluation.evaluate_model(model, params, images, names, name=name))
     mean = results[-1]["mean"]
+    excess = [r["payload_vs_estimate"] for r in results[-1]["images"]]
     print(f"{name}: {mean['bpp']:.4f} bpp, {mean['psnr']:.2f} dB"
-          + (f", MS-SSIM {mean['ms_ssim']:.4f}" if "ms_ssim" in mean else ""))
+          + (f", MS-SSIM {mean['ms_ssim']:.4f}" if "ms_ssim" in mean else "")
+          + f"; stream payload vs likelihood estimate {min(excess):+.2%} .. {max(excess):+.2%}")
   qualities = [int(q) for q in args.jpeg_qualities.split(",")]
   jpeg = evaluation.jpeg_curve(images, qualities)
   summary = evaluation.summarize(results, jpeg)
   report = {"images": str(folder), "models": results, "jpeg_420": jpeg, **summary}
   pathlib.Path(args.output).write_text(json.dumps(report, indent=2))
   plot_path = args.plot or str(pathlib.Path(args.output).with_suffix(".png"))
-  evaluation.plot(results, jpeg, plot_path, title=f"{folder.name}: learned codec vs JPEG 4:2:0")
   bd = summary["bd_rate_vs_jpeg_percent"]
+  evaluation.plot(results, jpeg, plot_path, title=f"{folder.name}: learned codec vs JPEG 4:2:0"
+                  + (f" (BD-rate {bd:+.1f} %)" if bd is not None else ""))
   print(f"BD-rate vs JPEG 4:2:0: {bd:+.1f} %" if bd is not None else
         f"BD-rate vs JPEG 4:2:0: n/a ({summary.get('bd_rate_note')})")
   print(f"wrote {args.output} and {plot_path}")

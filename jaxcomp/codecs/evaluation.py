@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from jaxcomp import metrics
-from jaxcomp.codecs import compression
+from jaxcomp.codecs import bitstream, compression
 
-JPEG_QUALITIES = (5, 10, 15, 20, 25, 30, 40, 50, 60, 75, 90)
+JPEG_QUALITIES = (2, 3, 5, 8, 10, 15, 20, 25, 30, 40, 50, 60, 75, 90)
 
 
 @jax.jit
@@ -46,8 +46,14 @@ def _mean(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def evaluate_model(model, params, images: Sequence[np.ndarray], names: Sequence[str], *,
                    name: str = "checkpoint") -> dict[str, Any]:
-  """Compresses and decompresses every image; per-image bpp / PSNR / MS-SSIM / seconds."""
+  """Compresses and decompresses every image; per-image bpp / PSNR / MS-SSIM / seconds.
+
+  Each row also compares the stream with the likelihoods' estimate:
+  `estimated_bpp` (`compression.estimate_bits`), `header_bytes`, and
+  `payload_vs_estimate`, the relative excess `(8 (bytes - header) - estimate) / estimate`.
+  """
   tables = compression.coding_tables(model, params)
+  header_bytes = bitstream.header_size(name)
   rows = []
   for image, image_name in zip(images, names):
     t0 = time.perf_counter()
@@ -55,9 +61,12 @@ def evaluate_model(model, params, images: Sequence[np.ndarray], names: Sequence[
     t1 = time.perf_counter()
     decoded = compression.decompress(model, params, data, tables=tables)
     t2 = time.perf_counter()
-    rows.append({"image": image_name, "bytes": len(data),
-                 "bpp": 8.0 * len(data) / (image.shape[0] * image.shape[1]),
-                 **quality(image, decoded), "encode_s": t1 - t0, "decode_s": t2 - t1})
+    pixels = image.shape[0] * image.shape[1]
+    estimate = sum(compression.estimate_bits(model, params, image).values())
+    rows.append({"image": image_name, "bytes": len(data), "bpp": 8.0 * len(data) / pixels,
+                 **quality(image, decoded), "encode_s": t1 - t0, "decode_s": t2 - t1,
+                 "estimated_bpp": estimate / pixels, "header_bytes": header_bytes,
+                 "payload_vs_estimate": 8.0 * (len(data) - header_bytes) / estimate - 1.0})
   return {"model": name, "images": rows, "mean": _mean(rows)}
 
 
@@ -104,15 +113,24 @@ def summarize(results: list[dict[str, Any]], jpeg: list[dict[str, float]]) -> di
 
 def plot(results: list[dict[str, Any]], jpeg: list[dict[str, float]], path: str, *,
          title: str = "") -> None:
-  """bpp-PSNR plot of the models (one curve) and JPEG 4:2:0."""
+  """bpp-PSNR plot of the models (one curve) and JPEG 4:2:0, zoomed on the models' rates.
+
+  The x axis ends at 2.5 times the models' highest rate (or JPEG's last point).
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   fig, ax = plt.subplots(figsize=(6, 4.5))
-  pts = sorted((r["mean"]["bpp"], r["mean"]["psnr"]) for r in results)
-  ax.plot(*zip(*pts), "o-", label="jaxcomp learned codec")
+  pts = sorted((r["mean"]["bpp"], r["mean"]["psnr"], r["model"]) for r in results)
+  ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label="jaxcomp learned codec")
+  for bpp, psnr, name in pts:
+    ax.annotate(name, (bpp, psnr), textcoords="offset points", xytext=(4, -10), fontsize=7)
   ax.plot([j["bpp"] for j in jpeg], [j["psnr"] for j in jpeg], "s--", label="JPEG 4:2:0 (Pillow)")
+  x_max = 1.05 * min(max(j["bpp"] for j in jpeg), 2.5 * pts[-1][0])
+  visible = [p[1] for p in pts] + [j["psnr"] for j in jpeg if j["bpp"] <= x_max]
+  ax.set_xlim(0, x_max)
+  ax.set_ylim(min(visible) - 0.5, max(visible) + 0.5)
   ax.set_xlabel("bits per pixel")
   ax.set_ylabel("PSNR (dB)")
   ax.grid(alpha=0.3)
