@@ -11,7 +11,8 @@ RUN is the workdir of a `python -m jaxcomp.main` classification run (e.g.
 test set. Arguments (`:key=value,...`): `report` ("table" | "ablation" |
 "jpeg_dl"), `checkpoints` (workdirs separated by ";" — the argument string
 itself is comma-separated — globs allowed), `num_examples`,
-`seed`, `runlocal` (tiny budgets, for smoke tests). See
+`seed`, `attacks` (a subset, names joined by "+", e.g. `attacks=fgsm+pgd`), `runlocal`
+(tiny budgets, for smoke tests). See
 `jaxcomp.evaluators.adversarial` for what each report contains.
 
 Attack budgets follow the thesis (Ch. 4, Table 4.9: RMSE = normalised L2 on
@@ -76,7 +77,7 @@ def _number(section):
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, report="table", checkpoints="", num_examples=-1, seed=0,
-                           runlocal=False)
+                           attacks="", runlocal=False)
   c = config_lib.base_config()
   c.mode = "robustness"
   c.seed = a.seed
@@ -121,6 +122,14 @@ def get_config(arg=None):
     r.defenses = ConfigDict(_number({
         "JPEG q75": _defense("jpeg"), "WD": _defense("wd"), "PD": _defense("pd"),
         "PD+WD": _defense("pd+wd"), "PD+WD Ens-10": _defense("pd+wd", votes=10)}))
+  if a.attacks:
+    keep = a.attacks.split("+")
+    unknown = sorted(set(keep) - set(r.attacks))
+    if unknown:
+      raise config_lib.ConfigError(f"attacks={a.attacks!r}: unknown {unknown}; "
+                                   f"known: {sorted(r.attacks)}")
+    r.attacks = ConfigDict({n: s for n, s in r.attacks.items() if n in keep})
+    r.adaptive_attacks = tuple(n for n in r.adaptive_attacks if n in keep)
   if a.num_examples >= 0:
     r.num_examples = a.num_examples
   if a.runlocal:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import glob
 import inspect
+import json
 import pathlib
 import re
 import sys
@@ -56,6 +57,8 @@ ATTACKS: dict[str, Callable[..., Any]] = {
     "fgsm": attacks_lib.fgsm, "bim": attacks_lib.bim, "pgd": attacks_lib.pgd,
     "carlini_wagner_l2": attacks_lib.carlini_wagner_l2, "deepfool": attacks_lib.deepfool,
     "jsma": attacks_lib.jsma, "lbfgs": attacks_lib.lbfgs}
+_INIT_ONLY = ("init", "sensitivity_checkpoint", "sensitivity_images", "quality",
+              "quality_divisor", "q_max")
 STAGE_ARGS = {
     "jpeg": ("quality", "subsampling"),
     "pd": ("deflections", "window", "rcam"),
@@ -141,24 +144,30 @@ def build_defense(name: str, spec: Mapping[str, Any],
   return defense, meta
 
 
-def jpeg_layer_bpda(task: ClassificationTask, variables: Any) -> attacks_lib.Stochastic:
+def jpeg_layer_bpda(task: ClassificationTask) -> attacks_lib.Stochastic:
   """The classifier with its JPEG-DL layer replaced by the identity on the backward pass.
 
-  Forward it equals `task.apply_fn(variables, x)`; its input gradient is the
-  backbone's gradient at the layer's output (BPDA, Athalye et al. 2018).
+  `model(variables, x, key)` equals `task.apply_fn(variables, x)` forward; its
+  input gradient is the backbone's gradient at the layer's output (BPDA,
+  Athalye et al. 2018). The variables are an argument, so one model serves
+  every run of the same architecture (one compilation per attack).
   """
   if task.model.jpeg_layer is None:
     raise ValueError("the model has no JPEG layer to approximate")
   backbone = task.model.clone(jpeg_layer=None)
   layer = task.model.jpeg_layer
-  layer_variables = {"params": variables["params"]["jpeg_layer"]}
-  through = attacks_lib.bpda(lambda x, key: layer.apply(layer_variables, x))
-  return attacks_lib.defended(lambda v, x: backbone.apply(v, x, train=False)[0], through)
+
+  def fn(variables: Any, images: jax.Array, key: jax.Array) -> jax.Array:
+    layer_variables = {"params": variables["params"]["jpeg_layer"]}
+    through = attacks_lib.bpda(lambda x, k: layer.apply(layer_variables, x))
+    return backbone.apply(variables, through(images, key), train=False)[0]
+
+  return attacks_lib.Stochastic(fn)
 
 
 def evaluation_batches(task: ClassificationTask, variables: Any, *, num_examples: int,
-                 only_correct: bool, batch_size: int, seed: int
-                 ) -> list[tuple[jax.Array, np.ndarray]]:
+                       only_correct: bool, batch_size: int, seed: int
+                       ) -> list[tuple[jax.Array, np.ndarray]]:
   """(images [b, H, W, C] float32 in [0, 1], labels [b]) batches of the run's test split.
 
   `num_examples` > 0 draws that many at random (seeded; among the correctly
@@ -258,7 +267,8 @@ def _defense_table(config: ml_collections.ConfigDict, ablation: bool) -> tuple[d
   rcam_fn = lambda x: defenses_lib.rcam_from_model(features, variables, x)
   built = {n: build_defense(n, s, rcam_fn) for n, s in ordered(r.defenses)}
   batches = evaluation_batches(task, variables, num_examples=r.num_examples,
-                         only_correct=r.only_correct, batch_size=r.batch_size, seed=config.seed)
+                               only_correct=r.only_correct, batch_size=r.batch_size,
+                               seed=config.seed)
   count = sum(len(y) for _, y in batches)
   _log(f"{path}: {count} test images, {len(attacks)} attacks, {len(built)} defenses")
   start = time.perf_counter()
@@ -303,18 +313,26 @@ def _jpeg_dl_sweep(config: ml_collections.ConfigDict) -> tuple[dict, str]:
   attacks = {f"{n}@{eps:.6g}": functools.partial(a, eps=float(eps))
              for n, a in base.items() for eps in r.eps}
   rows = []
+  models: dict[str, tuple[Callable, dict[str, Any]]] = {}  # one per architecture
   for path in _checkpoints(r.checkpoints):
     task, variables = load_run(path)
     batches = evaluation_batches(task, variables, num_examples=r.num_examples,
-                           only_correct=r.only_correct, batch_size=r.batch_size,
-                           seed=config.seed)
-    modes = {"soft": None}
-    if task.model.jpeg_layer is not None:
-      modes["bpda"] = jpeg_layer_bpda(task, variables)
+                                 only_correct=r.only_correct, batch_size=r.batch_size,
+                                 seed=config.seed)
+    arch = task.config.model.to_dict()
+    for key in _INIT_ONLY:  # how the tables were initialised does not change the model
+      arch["jpeg"].pop(key, None)
+    arch = json.dumps(arch, sort_keys=True)
+    if arch not in models:
+      modes = {"soft": None}
+      if task.model.jpeg_layer is not None:
+        modes["bpda"] = jpeg_layer_bpda(task)
+      models[arch] = (task.apply_fn, modes)
+    apply_fn, modes = models[arch]
     arm = re.sub(r"_seed\d+$", "", path.name)
     for mode, attack_fn in modes.items():
       start = time.perf_counter()
-      records = robustness.evaluate(task.apply_fn, variables, batches, attacks=attacks,
+      records = robustness.evaluate(apply_fn, variables, batches, attacks=attacks,
                                     defenses={}, key=jax.random.key(config.seed),
                                     adaptive=False, attack_fn=attack_fn)
       _log(f"{path} ({mode}): {time.perf_counter() - start:.0f} s")

@@ -65,7 +65,7 @@ def test_defense_pipeline_matches_its_stages():
 
 def test_jpeg_layer_bpda_gradient_is_the_backbones(jpeg_dl_run):
   task, variables = load_run(jpeg_dl_run / "jdl")
-  model = adversarial.jpeg_layer_bpda(task, variables)
+  model = adversarial.jpeg_layer_bpda(task)
   x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
   key = jax.random.key(1)
   np.testing.assert_allclose(model(variables, x, key), task.apply_fn(variables, x), atol=1e-5)
@@ -79,7 +79,7 @@ def test_jpeg_layer_bpda_gradient_is_the_backbones(jpeg_dl_run):
   soft = jax.grad(loss(lambda z: task.apply_fn(variables, z)))(x)
   assert not np.allclose(soft, got)  # the soft quantizer's own gradient differs
   with pytest.raises(ValueError, match="no JPEG layer"):
-    adversarial.jpeg_layer_bpda(*load_run(jpeg_dl_run / "base"))
+    adversarial.jpeg_layer_bpda(load_run(jpeg_dl_run / "base")[0])
 
 
 def test_table_report(jpeg_dl_run, tmp_path):
@@ -131,3 +131,11 @@ def test_main_errors(tmp_path, capsys):
   flags.FLAGS(argv)
   assert main_lib.main(argv[:1]) == 2
   assert "missing" in capsys.readouterr().err
+
+
+def test_attack_subset_argument():
+  c = _config("attacks=fgsm+cw")
+  assert sorted(c.robustness.attacks) == ["cw", "fgsm"]
+  assert c.robustness.adaptive_attacks == ("fgsm",)
+  with pytest.raises(config_lib.ConfigError, match="unknown"):
+    adversarial_config.get_config("attacks=fgsm+bogus")
