@@ -1,7 +1,8 @@
 """Learned-codec speed: jaxcomp's hyperprior against CompressAI's `ScaleHyperprior`.
 
-  python -m venv /tmp/cai && /tmp/cai/bin/pip install -r benchmarks/requirements-compressai.txt
-  .venv/bin/python benchmarks/codec.py --compressai-python /tmp/cai/bin/python
+  python3.11 -m venv /work/venv-compressai && \
+      /work/venv-compressai/bin/pip install -r benchmarks/requirements-compressai.txt
+  .venv/bin/python benchmarks/codec.py --compressai-python /work/venv-compressai/bin/python
 
 Both sides: bmshj2018-hyperprior with the same N, M (default 128, 192), Adam,
 `R + lambda 255^2 MSE` plus the auxiliary loss, batches of `--batch` random

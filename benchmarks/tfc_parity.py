@@ -7,9 +7,9 @@ so this runs in two environments:
   #    entropy bottleneck, as effective values) and random inputs.
   .venv/bin/python benchmarks/tfc_parity.py export --out /tmp/tfc_parity_inputs.npz
 
-  # 2. a TFC environment (python3.11 -m venv /tmp/tfc && /tmp/tfc/bin/pip install
+  # 2. a TFC environment (python3.11 -m venv /work/venv-tfc && /work/venv-tfc/bin/pip install
   #    -r requirements-tfc.txt): TFC's outputs on the same parameters and inputs.
-  /tmp/tfc/bin/python benchmarks/tfc_parity.py reference --inputs /tmp/tfc_parity_inputs.npz \
+  /work/venv-tfc/bin/python benchmarks/tfc_parity.py reference --inputs /tmp/tfc_parity_inputs.npz \
       --out tests/codecs/data/tfc_parity.npz
 
 tests/codecs/tfc_parity_test.py then compares jaxcomp with the stored TFC outputs
