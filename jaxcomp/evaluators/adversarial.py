@@ -280,9 +280,9 @@ def _defense_table(config: ml_collections.ConfigDict, ablation: bool) -> tuple[d
       vote_draws={n: m["votes"] or None for n, (_, m) in built.items()})
   seconds = time.perf_counter() - start
   _log(f"done in {seconds:.0f} s")
-  what = "only images it classifies correctly" if r.only_correct else "test images"
-  md = [f"Checkpoint `{path}`, {count} {what} of `{task.eval_ds.name}` "
-        f"({task.eval_ds.split}), seed {config.seed}; {seconds:.0f} s on "
+  which = ", all classified correctly by the model" if r.only_correct else ""
+  md = [f"Checkpoint `{path}`: {count} images of `{task.eval_ds.name}` "
+        f"({task.eval_ds.split}){which}, seed {config.seed}; {seconds:.0f} s on "
         f"{jax.devices()[0].device_kind}."]
   groups = list(dict.fromkeys(m["group"] for _, m in built.values()))
   for group in groups:
