@@ -107,8 +107,8 @@ def base_config() -> ConfigDict:
 
   # Adversarial evaluation of trained runs (mode="robustness"; configs/adversarial.py).
   c.robustness = ConfigDict(dict(
-      checkpoints="",            # workdirs of trained runs, separated by "," or ";" (globs allowed)
-      report="table",            # "table" | "ablation" | "jpeg_dl" (see jaxcomp.evaluators.adversarial)
+      checkpoints="",            # trained workdirs, separated by "," or ";" (globs allowed)
+      report="table",            # "table" | "ablation" | "jpeg_dl" (evaluators.adversarial)
       num_examples=1000,         # test images evaluated (0 -> the whole split)
       only_correct=True,         # draw them from those the model classifies correctly (thesis)
       batch_size=500,
@@ -172,12 +172,14 @@ _CHOICES = {
     "jpeg_optim.name": ("sgd", "momentum", "nesterov", "adam", "adamw"),
     "jpeg_optim.schedule": ("constant", "step", "cosine", "cyclic", "follow"),
 }
-_POSITIVE = ("robustness.batch_size", "train.batch_size", "eval.batch_size", "train.grad_accum_steps",
-             "train.keep_checkpoints", "optim.learning_rate", "parallel.model_axis",
+_POSITIVE = ("robustness.batch_size", "train.batch_size", "eval.batch_size",
+             "train.grad_accum_steps", "train.keep_checkpoints", "optim.learning_rate",
+             "parallel.model_axis",
              "model.jpeg.rounds", "model.jpeg.num_candidates", "model.jpeg.q_max",
              "model.jpeg.q_min", "model.jpeg.alpha")
-_NON_NEGATIVE = ("robustness.num_examples", "robustness.eot_samples", "train.epochs", "train.num_steps", "train.label_smoothing",
-                 "train.ema_decay", "optim.weight_decay", "optim.warmup_epochs",
+_NON_NEGATIVE = ("robustness.num_examples", "robustness.eot_samples", "train.epochs",
+                 "train.num_steps", "train.label_smoothing", "train.ema_decay",
+                 "optim.weight_decay", "optim.warmup_epochs",
                  "jpeg_optim.learning_rate", "jpeg_optim.weight_decay",
                  "optim.grad_clip_norm", "data.num_train_examples",
                  "data.num_eval_examples", "data.image_size")
