@@ -182,11 +182,14 @@ def loss_grad(loss: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, k
   return jax.grad(lambda v: jnp.sum(loss(v, key)))(x)
 
 
-# XLA's CPU backend runs the input-gradient convolutions inside a while-loop
-# body about 6x slower than the same step outside a loop (their kernels keep a
-# layout its fast convolution path does not take; ResNet-20, batch 32, jax
-# 0.10.2: 2.2 s vs 0.3 s per step). Short step loops are therefore unrolled on
-# CPU; on GPU / TPU, and for long loops, they stay loops.
+# XLA's CPU backend runs the input-gradient convolutions of plain `lax` /
+# `nn.Conv` layers inside a while-loop body about 6x slower than outside a loop
+# (it canonicalises convolution kernels only at the top level; ResNet-20,
+# batch 32, jax 0.10.2: 2.2 s vs 0.3 s per step). The zoo's convolution
+# (`jaxcomp.models.common.conv_general_dilated`) avoids that, which leaves
+# ~1.4x for its models (ResNet-20, batch 16, 10 steps: 0.67 s looped vs 0.47 s
+# unrolled). Short step loops are therefore unrolled on CPU; on GPU / TPU, and
+# for long loops, they stay loops.
 MAX_CPU_UNROLL = 32
 
 

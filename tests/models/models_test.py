@@ -353,6 +353,46 @@ def test_conv_pads_like_pytorch():
   np.testing.assert_array_equal(y[0, :, :, 0], [[4.0, 6.0], [6.0, 9.0]])
 
 
+CONV_CASES = [  # (strides, feature groups, padding, kernel dilation)
+    (1, 1, ((1, 1), (1, 1)), 1), (2, 1, ((1, 1), (1, 1)), 1), (2, 4, ((0, 1), (2, 0)), 1),
+    (1, 1, "SAME", 2)]
+
+
+@pytest.mark.parametrize("strides, groups, padding, dilation", CONV_CASES)
+def test_conv_general_dilated_has_lax_derivatives(strides, groups, padding, dilation):
+  # Value, both gradients, forward mode and a second derivative equal lax's
+  # (float32; the relabelled convolution may sum in another order: 1e-4 relative).
+  x = jax.random.normal(jax.random.key(0), (3, 9, 10, 8))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 8 // groups, 12))
+  kw = dict(window_strides=(strides, strides), padding=padding,
+            rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups)
+  ref = lambda x, k: jax.lax.conv_general_dilated(x, k, **kw)
+  ours = lambda x, k: common.conv_general_dilated(x, k, **kw)
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  close(ours(x, k), ref(x, k))
+  loss = lambda fn: lambda x, k: jnp.sum(jnp.sin(fn(x, k)))
+  for a, b in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
+    close(a, b)
+  close(jax.jvp(ours, (x, k), (0.3 * x, 0.2 * k))[1], jax.jvp(ref, (x, k), (0.3 * x, 0.2 * k))[1])
+  second = lambda fn: jax.grad(lambda x: jnp.sum(jax.grad(loss(fn))(x, k) ** 2))(x)
+  np.testing.assert_allclose(second(ours), second(ref), rtol=1e-3, atol=1e-3)
+
+
+def test_input_gradient_in_a_loop_uses_canonical_convolutions():
+  # XLA:CPU runs convolutions with "01oi" kernels (JAX's input gradient) on a
+  # slow path inside loop bodies; the zoo's convolution never emits them.
+  if jax.default_backend() != "cpu":
+    pytest.skip("checks XLA:CPU's compiled convolutions")
+  model = ConvNet(num_classes=10, width=8, depth=2)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)
+  grad = jax.grad(lambda x: jnp.sum(model.apply(variables, x, train=False)[0]))
+  loop = jax.jit(lambda x: jax.lax.fori_loop(0, 3, lambda i, a: a + grad(x + a), x))
+  hlo = loop.lower(jnp.zeros((2, 16, 16, 3))).compile().as_text()
+  assert "convolution(" in hlo and "01io->" in hlo
+  assert "01oi->" not in hlo
+
+
 def test_channel_shuffle_interleaves_the_two_halves():
   # ShuffleNet's shuffle with 2 groups: [0..3 | 4..7] -> 0 4 1 5 2 6 3 7.
   x = jnp.arange(8.0).reshape(1, 1, 1, 8)
