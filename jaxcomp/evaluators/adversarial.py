@@ -284,7 +284,7 @@ def _defense_table(config: ml_collections.ConfigDict, ablation: bool) -> tuple[d
       defenses={n: d for n, (d, _) in built.items()}, key=jax.random.key(config.seed),
       adaptive=r.adaptive and not ablation, adaptive_attacks=tuple(r.adaptive_attacks) or None,
       eot_samples={n: r.eot_samples if m["random"] else 1 for n, (_, m) in built.items()},
-      vote_draws={n: m["votes"] or None for n, (_, m) in built.items()})
+      vote_draws={n: m["votes"] or None for n, (_, m) in built.items()}, log=_log)
   seconds = time.perf_counter() - start
   _log(f"done in {seconds:.0f} s")
   which = ", all classified correctly by the model" if r.only_correct else ""

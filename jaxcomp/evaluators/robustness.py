@@ -20,6 +20,7 @@ A randomised defense is scored on one draw, or by the majority of
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable, Collection, Iterable, Mapping
 
 import jax
@@ -85,7 +86,8 @@ def evaluate(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any,
              adaptive_attacks: Collection[str] | None = None,
              eot_samples: int | Mapping[str, int] = 8,
              vote_draws: int | None | Mapping[str, int | None] = None,
-             attack_fn: Callable[..., jax.Array] | None = None) -> list[Record]:
+             attack_fn: Callable[..., jax.Array] | None = None,
+             log: Callable[[str], None] | None = None) -> list[Record]:
   """The robustness table of a classifier.
 
   Args:
@@ -105,6 +107,7 @@ def evaluate(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any,
     attack_fn: the model whose gradients the non-adaptive attacks follow
       (default `apply_fn`); e.g. a BPDA surrogate of a layer inside the model.
       Predictions always come from `apply_fn`.
+    log: called with a line after each attack on each batch (progress of long runs).
 
   Returns:
     Records for ("clean", defense), (attack, "none") and (attack, defense,
@@ -147,9 +150,13 @@ def evaluate(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any,
       add("clean", dname, False, np.asarray(dpred(images, jax.random.fold_in(k, 1))) == labels)
     for i, (aname, attack) in enumerate(attacks.items()):
       ka = jax.random.fold_in(k, 100 + i)
+      start = time.perf_counter()
       adv, info = attack(attack_fn, params, images, labels, ka)
       attacked = np.asarray(predict(adv)) == labels
       add(aname, "none", False, attacked, info)
+      if log:
+        log(f"batch {b}: {aname} {time.perf_counter() - start:.0f} s, accuracy "
+            f"{100 * np.mean(attacked):.1f} %")
       for j, (dname, dpred) in enumerate(defended_predict.items()):
         kd = jax.random.fold_in(ka, j)
         add(aname, dname, False, np.asarray(dpred(adv, kd)) == labels, info, clean, attacked)
