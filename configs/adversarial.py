@@ -131,6 +131,8 @@ def get_config(arg=None):
                                    f"known: {sorted(r.attacks)}")
     r.attacks = ConfigDict({n: s for n, s in r.attacks.items() if n in keep})
     r.adaptive_attacks = tuple(n for n in r.adaptive_attacks if n in keep)
+    if not r.adaptive_attacks:  # () would mean "every attack" to the runner
+      r.adaptive = False
   if a.num_examples >= 0:
     r.num_examples = a.num_examples
   if a.runlocal:

@@ -35,6 +35,15 @@ def test_configs_build(report):
         "fgsm", "ga", "igsm", "pgd"]
 
 
+def test_attack_subset_keeps_the_adaptive_column_to_gradient_attacks():
+  c = _config("attacks=fgsm+cw").robustness
+  assert list(c.attacks) == ["cw", "fgsm"] and c.adaptive
+  assert tuple(c.adaptive_attacks) == ("fgsm",)
+  # Only minimal-perturbation attacks: no adaptive column at all (an empty
+  # adaptive_attacks would mean "all" to the runner).
+  assert not _config("attacks=deepfool+jsma+lbfgs+cw").robustness.adaptive
+
+
 def test_bad_specs_are_config_errors():
   with pytest.raises(config_lib.ConfigError, match="is not one of"):
     adversarial.build_attack("x", {"method": "fsgm", "eps": 0.1})
