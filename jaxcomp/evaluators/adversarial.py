@@ -38,7 +38,7 @@ import pathlib
 import re
 import sys
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -207,7 +207,8 @@ def _log(message: str) -> None:
   print(f"[robustness] {message}", file=sys.stderr, flush=True)
 
 
-def _logged(batches: list, start: float):
+def _logged(batches: list[tuple[jax.Array, np.ndarray]], start: float
+            ) -> Iterator[tuple[jax.Array, np.ndarray]]:
   """The batches, logging the progress before each one (long runs show where they are)."""
   for i, batch in enumerate(batches):
     _log(f"batch {i + 1}/{len(batches)} ({time.perf_counter() - start:.0f} s)")
