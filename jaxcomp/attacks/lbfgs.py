@@ -128,6 +128,7 @@ def minimise_lbfgs(objective: Callable[[jax.Array], jax.Array], w0: jax.Array, *
   """
   batch, shape = w0.shape[0], w0.shape
   dot = lambda a, b: jnp.sum(a * b, axis=-1)
+  inv_norm = lambda v: 1.0 / (jnp.linalg.norm(v, axis=-1) + 1e-12)
 
   def value_and_grad(w):
     v, vjp = jax.vjp(lambda u: objective(u.reshape(shape)), w)
@@ -152,7 +153,7 @@ def minimise_lbfgs(objective: Callable[[jax.Array], jax.Array], w0: jax.Array, *
     w, v, g, mem_s, mem_y, rho, count, gamma = carry
     d = direction(g, mem_s, mem_y, rho, count, gamma)
     slope = dot(d, g)
-    steepest = -g / (jnp.linalg.norm(g, axis=-1, keepdims=True) + 1e-12)
+    steepest = -g * inv_norm(g)[:, None]
     d = jnp.where((slope < 0)[:, None], d, steepest)
     slope = dot(d, g)
 
@@ -184,13 +185,12 @@ def minimise_lbfgs(objective: Callable[[jax.Array], jax.Array], w0: jax.Array, *
     # No trial decreased f: the curvature model misleads; forget it (restart
     # from a unit-length steepest-descent step).
     rho = jnp.where(done, rho, 0.0)
-    gamma = jnp.where(done, gamma, 1.0 / (jnp.linalg.norm(g_new, axis=-1) + 1e-12))
+    gamma = jnp.where(done, gamma, inv_norm(g_new))
     return (w_new, v_new, g_new, mem_s.at[slot].set(s), mem_y.at[slot].set(y), rho,
             count + 1, gamma)
 
   w = w0.reshape(batch, -1)
   v, g = value_and_grad(w)
   mem = jnp.zeros((memory_size,) + w.shape, w.dtype)
-  gamma0 = 1.0 / (jnp.linalg.norm(g, axis=-1) + 1e-12)
-  carry = (w, v, g, mem, mem, jnp.zeros((memory_size, batch), w.dtype), 0, gamma0)
+  carry = (w, v, g, mem, mem, jnp.zeros((memory_size, batch), w.dtype), 0, inv_norm(g))
   return jax.lax.fori_loop(0, num_steps, step, carry)[0].reshape(shape)

@@ -38,7 +38,7 @@ import pathlib
 import re
 import sys
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -207,14 +207,6 @@ def _log(message: str) -> None:
   print(f"[robustness] {message}", file=sys.stderr, flush=True)
 
 
-def _logged(batches: list[tuple[jax.Array, np.ndarray]], start: float
-            ) -> Iterator[tuple[jax.Array, np.ndarray]]:
-  """The batches, logging the progress before each one (long runs show where they are)."""
-  for i, batch in enumerate(batches):
-    _log(f"batch {i + 1}/{len(batches)} ({time.perf_counter() - start:.0f} s)")
-    yield batch
-
-
 def _pct(v: float) -> str:
   return "" if np.isnan(v) else f"{100 * v:.1f}"
 
@@ -281,7 +273,7 @@ def _defense_table(config: ml_collections.ConfigDict, ablation: bool) -> tuple[d
   _log(f"{path}: {count} test images, {len(attacks)} attacks, {len(built)} defenses")
   start = time.perf_counter()
   records = robustness.evaluate(
-      task.apply_fn, variables, _logged(batches, start), attacks=attacks,
+      task.apply_fn, variables, batches, attacks=attacks,
       defenses={n: d for n, (d, _) in built.items()}, key=jax.random.key(config.seed),
       adaptive=r.adaptive and not ablation, adaptive_attacks=tuple(r.adaptive_attacks) or None,
       eot_samples={n: r.eot_samples if m["random"] else 1 for n, (_, m) in built.items()},
