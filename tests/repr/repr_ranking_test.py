@@ -136,7 +136,7 @@ def test_filter_responses_are_bn_outputs():
   # conv1's response is conv(x) / sqrt(1 + 1e-5), conv(x) by a loop over the 3x3 taps.
   model = models.get_model("convnet", num_classes=10, depth=2, width=4)
   x = np.random.default_rng(0).standard_normal((2, 6, 6, 3)).astype(np.float32)
-  variables = model.init(jax.random.PRNGKey(0), x)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
   r = jax.jit(functools.partial(layers.filter_responses, model))(variables, x)
   k = np.asarray(variables["params"]["conv1"]["kernel"])
   xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
@@ -210,7 +210,7 @@ def test_greedy_oracle_first_step_is_brute_force_argmin():
   rng = np.random.default_rng(0)
   x = rng.standard_normal((8, 6, 6, 3)).astype(np.float32)
   y = rng.integers(0, 3, 8)
-  variables = model.init(jax.random.PRNGKey(0), x)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
   params = variables["params"]
 
   def loss(dropped):
