@@ -90,7 +90,6 @@ def _flat(draw, key: jax.Array, shape: tuple[int, ...], **kwargs) -> jax.Array:
   return draw(key, (math.prod(shape),), **kwargs).reshape(shape)
 
 
-
 def rgb_to_hsv(rgb: jax.Array) -> jax.Array:
   """`skimage.color.rgb2hsv`: [..., 3] RGB floats in [0, 1] -> HSV in [0, 1].
 
@@ -258,12 +257,15 @@ def line_blur(layer: jax.Array, angle: jax.Array, kernel: jax.Array) -> jax.Arra
   """ImageMagick's `MotionBlurImage` of one grey image with the weights `kernel`.
 
   `out[y, x] = sum_i kernel[i] layer[y + dy_i, x + dx_i]` with
-  `dx_i = ceil(i cos(angle) - .5)`, `dy_i = ceil(i sin(angle) - .5)`; pixels outside
-  the image are taken from the nearest edge (ImageMagick's default virtual pixels).
+  `dx_i = ceil(i cos(angle) - .5)`, `dy_i = ceil(i sin(angle) - .5)` (x right, y
+  down); pixels outside the image are taken from the nearest edge (ImageMagick's
+  default virtual pixels). Each output looks along `angle`, so a bright point
+  smears the opposite way: to the left at 0 degrees, downwards at -90 (snow's
+  angles, U(-135, -45), make falling streaks).
 
   Args:
     layer: float [H, W].
-    angle: scalar, degrees (0: the streak reaches right; -90: up).
+    angle: scalar, degrees.
     kernel: float [T] (`motion_blur_kernel`; may be traced, T static).
 
   Returns:
@@ -387,7 +389,7 @@ def _frost(x, key, s):
   room = jnp.asarray(sizes)[i] - jnp.array([h, w])                # randint(0, room)
   y0, x0 = jnp.minimum(jnp.floor(u[1:] * room).astype(jnp.int32), room - 1)
   frost = jax.lax.dynamic_slice(jnp.asarray(stack), (i, y0, x0, 0), (1, h, w, 3))[0]
-  return jnp.clip(a * x * 255.0 + b * frost.astype(x.dtype), 0.0, 255.0)
+  return jnp.clip(a * (x * 255.0) + b * frost.astype(x.dtype), 0.0, 255.0)
 
 
 def _snow(x, key, s):
