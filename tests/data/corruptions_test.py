@@ -130,7 +130,7 @@ def test_hsv_matches_skimage(images):
   x[0, 2:4, :2] = [.1, .8, .8]
   x[0, 4:6, :2] = .5
   x[0, 6:8, :2] = 0
-  hsv = corruptions.rgb_to_hsv(jnp.asarray(x, jnp.float32))
+  hsv = jax.jit(corruptions.rgb_to_hsv)(jnp.asarray(x, jnp.float32))
   np.testing.assert_allclose(hsv, skimage.color.rgb2hsv(x), atol=1e-6)
   h = np.random.default_rng(0).random((4096, 3))
   np.testing.assert_allclose(jax.jit(corruptions.hsv_to_rgb)(jnp.asarray(h, jnp.float32)),
