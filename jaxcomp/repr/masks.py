@@ -20,6 +20,12 @@ which keep moving them otherwise (`optax.masked` cannot: it masks whole
 leaves and passes the others through). Dropped parameters are then
 bit-identical from step to step. The masks live in its state: `set_masks`.
 
+A simpler alternative leaves the loss alone: `params = apply_masks(params, m)`
+once at the drop event, then `mask_updates`; the stored values are 0 and stay
+0, so do the outputs. The dropped filters' old values are lost, which the
+thesis re-initialisation does not need (but for its every-filter-dropped norm)
+and the "official" one does (its QR reads them).
+
 Not masked: the next layer's weights that read a dropped channel. They see a
 zero input, so their gradient is 0, but weight decay still shrinks them.
 """
@@ -56,13 +62,12 @@ def filter_masks(params: Any, dropped: dict[str, jax.Array]) -> Masks:
     raise ValueError(f"dropped names unknown conv layers {sorted(unknown)}")
   flat = {}
   for path, layer in layers.items():
-    d = dropped.get(path)
-    if d is None:
-      m = jnp.ones((layer.num_filters,), jnp.float32)
-    elif d.shape != (layer.num_filters,):
-      raise ValueError(f"dropped[{path!r}] has shape {d.shape}, expected ({layer.num_filters},)")
-    else:
-      m = 1.0 - jnp.asarray(d, jnp.float32)
+    m = jnp.ones((layer.num_filters,), jnp.float32)
+    if path in dropped:
+      d = jnp.asarray(dropped[path])
+      if d.shape != (layer.num_filters,):
+        raise ValueError(f"dropped[{path!r}] has shape {d.shape}, expected ({layer.num_filters},)")
+      m = 1.0 - d.astype(jnp.float32)
     keys = [layer.kernel, layer.bias]
     if layer.bn is not None:
       keys += [layer.bn + ("scale",), layer.bn + ("bias",)]

@@ -101,6 +101,7 @@ def orthogonal_reinit(kernel: jax.Array, dropped: jax.Array, key: jax.Array, *,
   Returns:
     [kh, kw, C_in, C_out], the dtype of `kernel`.
   """
+  kernel, dropped = jnp.asarray(kernel), jnp.asarray(dropped, bool)
   if kernel.ndim != 4:
     raise ValueError(f"expected a conv kernel [kh, kw, C_in, C_out], got shape {kernel.shape}")
   if dropped.shape != kernel.shape[-1:]:

@@ -42,13 +42,16 @@ def _bits(x) -> np.ndarray:
 def test_filter_masks_pair_conv_and_bn(name, conv, bn, has_bias):
   model = models.get_model(name, num_classes=10)
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0), X[:1])["params"]
-  dropped = {"/".join(conv): jnp.arange(layers.filter_layers(params)["/".join(conv)].num_filters) < 2}
+  path = "/".join(conv)
+  dropped = {path: jnp.arange(layers.filter_layers(params)[path].num_filters) < 2}
   m = jax.jit(masks.filter_masks)(params, dropped)
   flat = {k: v for k, v in jax.tree_util.tree_flatten_with_path(m)[0]}
   node = functools.reduce(lambda t, k: t[k], conv, m)
   bn_node = functools.reduce(lambda t, k: t[k], bn, m)
   expected = np.r_[0.0, 0.0, np.ones(node["kernel"].shape[0] - 2)]
-  for leaf in [node["kernel"], bn_node["scale"], bn_node["bias"]] + ([node["bias"]] if has_bias else []):
+  leaves = [node["kernel"], bn_node["scale"], bn_node["bias"]]
+  leaves += [node["bias"]] if has_bias else []
+  for leaf in leaves:
     np.testing.assert_array_equal(leaf, expected)
   assert ("bias" in node) == has_bias
   n_layers = len(layers.filter_layers(params))
@@ -156,7 +159,8 @@ def test_without_mask_updates_weight_decay_moves_dropped_filters():
 def test_masked_update_keeps_signed_zeros():
   params = {"c": {"kernel": jnp.array([0.0, -0.0, 1.0, -0.0]).reshape(1, 1, 1, 4)}}
   tx = masks.mask_updates()
-  state = masks.set_masks(tx.init(params), masks.filter_masks(params, {"c": jnp.array([1, 1, 0, 1], bool)}))
+  m = masks.filter_masks(params, {"c": jnp.array([1, 1, 0, 1], bool)})
+  state = masks.set_masks(tx.init(params), m)
   updates, _ = tx.update({"c": {"kernel": jnp.array([0.5, 0.5, 0.5, 0.0]).reshape(1, 1, 1, 4)}},
                          state)
   new = optax.apply_updates(params, updates)

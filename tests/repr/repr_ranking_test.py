@@ -75,7 +75,8 @@ def test_orthogonality_loss_value_and_gradient():
   loss = jax.jit(ranking.orthogonality_loss)(params)
   np.testing.assert_allclose(loss, expected, rtol=1e-6)
   w = {"c": {"kernel": np.random.default_rng(1).standard_normal((2, 2, 3, 3)).astype(np.float32)}}
-  check_grads(jax.jit(ranking.orthogonality_loss), (w,), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+  check_grads(jax.jit(ranking.orthogonality_loss), (w,), order=1, modes=["rev"], atol=1e-2,
+              rtol=1e-2)
   zero = {"c": {"kernel": np.zeros((1, 1, 2, 2), np.float32)}}
   assert np.all(np.isfinite(jax.grad(ranking.orthogonality_loss)(zero)["c"]["kernel"]))
 
@@ -99,8 +100,10 @@ def test_activation_scores_by_hand():
   a = np.array([[[[3, -1], [-1, -2]]], [[[0, 1], [4, 0]]]], np.float32)
   responses = {"conv": a}
   f = jax.jit(ranking.drop_scores, static_argnums=0)
-  # relu: ch0 (3, 0), (0, 4): norms 3, 4 -> mean 3.5; zeros 2/4. ch1 (0, 0), (1, 0): 0, 1 -> 0.5; 3/4.
-  np.testing.assert_allclose(f("activation_norm", params, responses=responses)["conv"], [-3.5, -0.5])
+  # relu: ch0 (3, 0), (0, 4): norms 3, 4 -> mean 3.5; zeros 2/4.
+  #       ch1 (0, 0), (1, 0): norms 0, 1 -> mean 0.5; zeros 3/4.
+  np.testing.assert_allclose(f("activation_norm", params, responses=responses)["conv"],
+                             [-3.5, -0.5])
   np.testing.assert_allclose(f("apoz", params, responses=responses)["conv"], [0.5, 0.75])
 
 
