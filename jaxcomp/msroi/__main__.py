@@ -142,7 +142,8 @@ def _evaluate(args) -> int:
   mean = report["mean"]
   print(f"{len(files)} images, standard JPEG q{args.quality} vs MS-ROI levels {list(qualities)} "
         f"at equal size (mean):")
-  print(f"{'':10s} {'space':5s} {'bytes':>9s} {'PSNR-S':>8s} {'PSNR':>8s} {'SSIM':>7s} {'MS-SSIM':>7s}")
+  print(f"{'':10s} {'space':5s} {'bytes':>9s} {'PSNR-S':>8s} {'PSNR':>8s} {'SSIM':>7s} "
+        f"{'MS-SSIM':>7s}")
   for space in evaluation.SPACES[::-1]:
     for name in ("standard", "msroi"):
       r = mean[name]
@@ -150,7 +151,8 @@ def _evaluate(args) -> int:
             f"{_fmt(r[space]['psnr']):>8s} {_fmt(r[space]['ssim']):>7s} "
             f"{_fmt(r[space]['ms_ssim']):>7s}")
   if args.figure:
-    _write_atomic(args.figure, evaluation.figure(examples, rows=report["images"]))
+    title = "MS-ROI map" if args.map == "network" else f"{args.map} map (not MS-ROI)"
+    _write_atomic(args.figure, evaluation.figure(examples, rows=report["images"], map_title=title))
   if args.output:
     _write_atomic(args.output, json.dumps(report, indent=2).encode())
   return 0

@@ -60,7 +60,11 @@ def center_bias_maps(images: jax.Array) -> jax.Array:
 
 
 def map_function(name: str) -> MapFunction:
-  """"network": MS-ROI (`jaxcomp.msroi.maps.saliency_map`, shipped weights); "center": `center_bias_maps`."""
+  """The map function `name`: "network" or "center" (module docstring).
+
+  "network" is `jaxcomp.msroi.maps.saliency_map` with its shipped weights, imported here
+  only; "center" is `center_bias_maps`.
+  """
   if name == "network":
     from jaxcomp.msroi.maps import saliency_map  # noqa: PLC0415 (loads the network only when used)
     return saliency_map
@@ -85,7 +89,8 @@ def _scores(original: jax.Array, decoded: jax.Array, mask: jax.Array, *,
   if space == "luma":
     x, y = metrics.luma_420(x, max_val=255.0), metrics.luma_420(y, max_val=255.0)
     mask = mask[:, :x.shape[1], :x.shape[2]]
-  out = {"psnr": metrics.psnr(x, y, max_val=255.0), "psnr_s": metrics.psnr_s(x, y, mask, max_val=255.0),
+  out = {"psnr": metrics.psnr(x, y, max_val=255.0),
+         "psnr_s": metrics.psnr_s(x, y, mask, max_val=255.0),
          "ssim": metrics.ssim(x, y, max_val=255.0)}
   if metrics.ms_ssim_scales(x.shape[1], x.shape[2]) >= len(metrics.MS_SSIM_WEIGHTS):
     out["ms_ssim"] = metrics.ms_ssim(x, y, max_val=255.0)
@@ -193,7 +198,7 @@ def evaluate(images: Sequence[np.ndarray], names: Sequence[str], map_fn: MapFunc
 
 
 def _crop_box(saliency: np.ndarray, side: int) -> tuple[int, int]:
-  """Top-left corner of a `side` square centred on the saliency's centre of mass, inside the image."""
+  """Top-left corner of a `side` square centred on the map's centre of mass, inside the image."""
   h, w = saliency.shape
   total = saliency.sum()
   cy = (saliency.sum(axis=1) @ np.arange(h)) / total if total > 0 else h / 2
@@ -202,12 +207,13 @@ def _crop_box(saliency: np.ndarray, side: int) -> tuple[int, int]:
           int(np.clip(round(cx - side / 2), 0, w - side)))
 
 
-def figure(examples: Sequence[dict[str, Any]], *, rows: Sequence[dict[str, Any]] = ()) -> bytes:
+def figure(examples: Sequence[dict[str, Any]], *, rows: Sequence[dict[str, Any]] = (),
+           map_title: str = "MS-ROI map") -> bytes:
   """Fig. 2.3-like PNG: per image, the image, its map, and the same crop of both JPEGs.
 
   The crop is a square of a third of the short side centred on the map's centre of
   mass (outlined on the image). With `rows` (the report's rows of the same images),
-  the crop titles give each file's size and PSNR-S (RGB).
+  the crop titles give each file's size and PSNR-S (RGB). `map_title` heads the map column.
 
   Returns:
     The PNG file's bytes (written by the caller, so that no partial file is left).
@@ -223,7 +229,7 @@ def figure(examples: Sequence[dict[str, Any]], *, rows: Sequence[dict[str, Any]]
     top, left = _crop_box(ex["saliency"], side)
     window = (slice(top, top + side), slice(left, left + side))
     row = rows[i] if i < len(rows) else None
-    panels = [(ex["image"], ex["name"]), (ex["saliency"], "MS-ROI map"),
+    panels = [(ex["image"], ex["name"]), (ex["saliency"], map_title),
               (ex["standard"][window], "standard JPEG"), (ex["msroi"][window], "MS-ROI JPEG")]
     for j, (ax, (pixels, title)) in enumerate(zip(axes[i], panels)):
       ax.imshow(pixels, cmap="jet" if j == 1 else None, vmin=0, vmax=1 if j == 1 else None)

@@ -1,4 +1,4 @@
-"""Variable-quality (semantic) JPEG from a saliency map: Eq. 2.7 and Algorithm 1 of thesis 001, Ch. 2.
+"""Variable-quality (semantic) JPEG from a saliency map (thesis 001, Ch. 2, Eq. 2.7, Algorithm 1).
 
 The map (float [H, W] in [0, 1], 1 = most salient) is pooled per 8x8 block and
 quantized into k levels (`block_levels`); the image is JPEG-coded once per level

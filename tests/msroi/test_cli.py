@@ -145,3 +145,27 @@ def test_fresh_process_loads_no_network():
                           "print('jaxcomp.msroi.maps' in sys.modules)"],
                          capture_output=True, text=True, timeout=120, check=True)
   assert probe.stdout.strip() == "False"
+
+
+def test_quality_scores_on_rgb_and_luma():
+  """`evaluate.quality` against hand-assembled metrics; PSNR-S's mask is cropped with the luma."""
+  rng = np.random.default_rng(0)
+  original = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+  decoded = np.clip(original + rng.integers(-9, 10, original.shape), 0, 255).astype(np.uint8)
+  mask = np.zeros((40, 50), bool)
+  mask[5:20, 10:30] = True
+  mask[35:, :] = True                     # outside the 32x48 luma crop: ignored on luma
+  rgb = evaluate.quality(original, decoded, mask, space="rgb")
+  luma = evaluate.quality(original, decoded, mask, space="luma")
+  assert rgb["ms_ssim"] is None and luma["ms_ssim"] is None          # too small for 5 scales
+  x, y = (np.asarray(a, np.float64) for a in (original, decoded))
+  np.testing.assert_allclose(rgb["psnr_s"], 10 * np.log10(255 ** 2 / np.mean(
+      (x[mask] - y[mask]) ** 2)), rtol=1e-5)
+  ly, lx = (np.round(16 + 219 * (a[:32, :48] @ [.299, .587, .114]) / 255) for a in (y, x))
+  region = mask[:32, :48]
+  np.testing.assert_allclose(luma["psnr_s"], 10 * np.log10(255 ** 2 / np.mean(
+      (lx[region] - ly[region]) ** 2)), rtol=1e-5)
+  np.testing.assert_allclose(luma["psnr"], 10 * np.log10(255 ** 2 / np.mean((lx - ly) ** 2)),
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match="unknown space"):
+    evaluate.quality(original, decoded, mask, space="yuv")

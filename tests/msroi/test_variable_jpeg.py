@@ -172,7 +172,7 @@ def test_bad_inputs(medium):
   image, m = medium
   for bad_image, bad_map, match in ((image[..., 0], m, "image must be RGB"),
                                     (image, m[:, :-1], "saliency_map must be float"),
-                                    (image, (m * 255).astype(np.uint8), "saliency_map must be float"),
+                                    (image, (m * 255).astype(np.uint8), "must be float"),
                                     (image, m + 0.5, r"must lie in \[0, 1\]"),
                                     (image.astype(np.int32), m, "uint8 or float")):
     with pytest.raises(ValueError, match=match):
