@@ -60,7 +60,8 @@ def _filter_valid(x: jax.Array, window: jax.Array) -> jax.Array:
   Each pass is a dense convolution with a diagonal [k, 1, C, C] kernel rather than a
   depthwise one (`feature_group_count=C`): XLA:CPU runs depthwise convolutions on a
   slow generic path, the dense one on its Eigen fast path (MS-SSIM of two 768x512
-  images: ~5x faster; shifted-slice sums run as fast but compile 3x slower).
+  images, jax 0.10.2, one run on a busy 2-core machine: 14 s depthwise, 1.9 s dense;
+  shifted-slice sums ran in 1.4 s but took 3x longer to compile, and their gradient more).
   """
   eye = jnp.eye(x.shape[-1], dtype=x.dtype)
   dn = ("NHWC", "HWIO", "NHWC")
