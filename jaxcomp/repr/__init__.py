@@ -4,7 +4,7 @@ Pure functions on parameter pytrees; the schedule (Algorithm 3) is a training
 task's business. A drop event:
 
   scores = ranking.drop_scores("ortho", params)                 # Eq. 5.1-5.2
-  dropped, counts = ranking.select_filters(scores, 0.3)         # global, p = 30 %
+  dropped, counts = selection.select_filters(scores, 0.3)       # global, p = 30 %
   m = masks.filter_masks(params, dropped)                       # conv + its BN
   # forward: masks.apply_masks(params, m); updates: chain masks.mask_updates()
   # last and opt_state = masks.set_masks(opt_state, m)
@@ -17,4 +17,4 @@ and the re-introduction:
   opt_state = masks.set_masks(opt_state, masks.filter_masks(params, {}))
 """
 
-from jaxcomp.repr import layers, masks, ranking, reinit  # noqa: F401
+from jaxcomp.repr import layers, masks, ranking, reinit, selection  # noqa: F401

@@ -49,7 +49,7 @@ def filter_masks(params: Any, dropped: dict[str, jax.Array]) -> Masks:
 
   Args:
     params: the parameter tree (`variables["params"]`).
-    dropped: {layer path: [C_out] bool, True = dropped} (`ranking.select_filters`);
+    dropped: {layer path: [C_out] bool, True = dropped} (`selection.select_filters`);
       `{}` gives all-ones masks.
 
   Returns:

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 
 from jaxcomp import models
-from jaxcomp.repr import layers, masks, ranking, reinit
+from jaxcomp.repr import layers, masks, ranking, reinit, selection
 
 
 def test_one_repr_round():
@@ -40,7 +40,7 @@ def test_one_repr_round():
   # Drop: rank globally, 30 %, the first conv excluded.
   scores = ranking.drop_scores("ortho", params)
   first = layers.first_conv(params, image_channels=3)
-  dropped, counts = ranking.select_filters(scores, 0.3, exclude=(first,))
+  dropped, counts = selection.select_filters(scores, 0.3, exclude=(first,))
   assert int(counts["conv2"]) == int(0.3 * 8) and int(counts["conv1"]) == 0
   m = masks.filter_masks(params, dropped)
   opt_state = masks.set_masks(opt_state, m)

@@ -17,12 +17,12 @@ import pytest
 from jax.test_util import check_grads
 
 from jaxcomp import models
-from jaxcomp.repr import layers, masks, ranking
+from jaxcomp.repr import layers, masks, ranking, selection
 
 # Rows w0 = (1, 0), w1 = (1, 1), w2 = (0, -2) as a 1x1 conv on 2 channels, 3 filters.
 ROWS = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, -2.0]], np.float32)
 KERNEL = ROWS.T.reshape(1, 1, 2, 3)
-SELECT = jax.jit(ranking.select_filters,
+SELECT = jax.jit(selection.select_filters,
                  static_argnames=("fraction", "exclude", "max_fraction_per_layer"))
 
 
@@ -236,12 +236,12 @@ def test_greedy_oracle_first_step_is_brute_force_argmin():
     (lambda: ranking.drop_scores("random", {"c": {"kernel": KERNEL}}), "needs a key"),
     (lambda: ranking.inter_filter_orthogonality(np.ones((3, 3, 2))), "conv kernel"),
     (lambda: ranking.inter_filter_orthogonality(KERNEL, variant="x"), "unknown variant"),
-    (lambda: ranking.select_filters({"a": jnp.ones(3)}, 0.0), "fraction"),
-    (lambda: ranking.select_filters({"a": jnp.ones(3)}, 1.0), "fraction"),
-    (lambda: ranking.select_filters({"a": jnp.ones(3)}, 0.3, exclude=("b",)), "excluded"),
-    (lambda: ranking.select_filters({"a": jnp.ones(3)}, 0.3, max_fraction_per_layer=0),
+    (lambda: selection.select_filters({"a": jnp.ones(3)}, 0.0), "fraction"),
+    (lambda: selection.select_filters({"a": jnp.ones(3)}, 1.0), "fraction"),
+    (lambda: selection.select_filters({"a": jnp.ones(3)}, 0.3, exclude=("b",)), "excluded"),
+    (lambda: selection.select_filters({"a": jnp.ones(3)}, 0.3, max_fraction_per_layer=0),
      "max_fraction"),
-    (lambda: ranking.select_filters({}, 0.3), "no layers"),
+    (lambda: selection.select_filters({}, 0.3), "no layers"),
     (lambda: ranking.greedy_oracle(lambda d: 0.0, {"a": 2}, 3), "num_drop"),
     (lambda: layers.filter_layers([1, 2]), "nested dicts"),
 ])

@@ -7,7 +7,6 @@ kernel reshaped as iamaaditya/repr-ortho `ortho.py` reshapes it.
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxcomp import models
-from jaxcomp.repr import layers, reinit
+from jaxcomp.repr import reinit
 
 REINIT = jax.jit(reinit.orthogonal_reinit, static_argnames=("variant", "gain"))
 
