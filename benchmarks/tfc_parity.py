@@ -27,11 +27,11 @@ import numpy as np
 
 def export(out: str) -> None:
   """jaxcomp side: parameters and inputs, float32."""
-  from jaxcomp.codecs import zoo  # pylint: disable=g-import-not-at-top
+  from jaxcomp.codecs import pretrained  # pylint: disable=g-import-not-at-top
   from jaxcomp.layers import parametrizers  # pylint: disable=g-import-not-at-top
 
-  name = zoo.list_models()[0]
-  _, params, _ = zoo.load(name)
+  name = pretrained.list_models()[0]
+  _, params, _ = pretrained.load(name)
   gdn = params["g_a"]["gdn_0"]
   eb = params["entropy_bottleneck"]
   rng = np.random.default_rng(0)

@@ -22,6 +22,8 @@ def rd_config(architecture: str, arg=None):
                            steps=1_000_000, small=False, runlocal=False)
   c = config_lib.base_config()
   c.task = "rate_distortion"
+  # The entropy bottleneck's quantiles learn from the auxiliary loss with their own Adam.
+  c.optim_groups = (("(^|/)quantiles$", "aux_optim"),)
   c.codec.architecture = a.variant
   c.codec.quality = a.quality
   c.codec.distortion = a.distortion

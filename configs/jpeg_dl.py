@@ -65,6 +65,8 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.seed = a.seed
   c.model.jpeg_layer = a.jpeg_layer
+  # The tables learn with their own optimizer (`jpeg_optim`); the baseline has none.
+  c.optim_groups = (("^jpeg_layer/", "jpeg_optim"),) if a.jpeg_layer else ()
   c.model.jpeg.rounds = a.rounds
   c.model.jpeg.quality = 50
   c.model.jpeg.quality_divisor = 12.1
@@ -111,9 +113,10 @@ def get_config(arg=None):
     c.model.jpeg.bits = 11
     c.model.jpeg.alpha_mode = "hardness_matching"
     c.model.jpeg.hardness = 0.7
+    c.model.jpeg.lsq_grad_scale = True
     c.jpeg_optim = config_lib.optimizer_config(name="momentum", learning_rate=0.4,
                                                momentum=0.9, weight_decay=0.0,
-                                               schedule="follow", lsq_grad_scale=True)
+                                               schedule="follow")
     init = "lsq"
   c.model.jpeg.init = a.init or init
   c.model.jpeg.sensitivity_checkpoint = a.sensitivity_checkpoint

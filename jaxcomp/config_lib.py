@@ -11,9 +11,12 @@ Config files take an argument string in big_vision style:
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 import ml_collections
+
+from jaxcomp import registry
 
 ConfigDict = ml_collections.ConfigDict
 
@@ -33,7 +36,12 @@ def jpeg_layer_config() -> ConfigDict:
       alpha_mode="fixed",       # "fixed" | "trainable" | "hardness_matching"
       hardness=2.0,             # for alpha_mode="hardness_matching": alpha = hardness / q**2
       num_candidates=5,         # L
-      bits=8,                   # b: index clamp [-2**(b-1)+1, 2**(b-1)-L]
+      # b: index window [-2**(b-1)+1, 2**(b-1)-1] (the authors'), or "auto": per
+      # frequency from the coefficient's real range / step, so nothing ever clips.
+      bits=ml_collections.FieldReference(8, field_type=object),
+      lsq_grad_scale=False,     # scale the tables' gradients by 1/sqrt(N * Qp) (LSQ, ImageNet)
+      sensitivity_bn="train",   # BatchNorm of the sensitivity pass: "train" (the authors') | "eval"
+      step_floor="none",        # after init: "none" | "no_clip" (steps >= B / (2**(b-1) - 1))
   ))
 
 
@@ -41,8 +49,8 @@ def base_config() -> ConfigDict:
   """All fields any experiment may set, with their defaults."""
   c = ConfigDict()
   c.seed = 0
-  c.mode = "train_and_evaluate"  # "train_and_evaluate" | "train" | "evaluate"
-  c.task = "classification"      # "classification" | "rate_distortion"
+  c.mode = "train_and_evaluate"  # "train_and_evaluate" | "train" | "evaluate" | an evaluator
+  c.task = "classification"      # a registered task: "classification" | "rate_distortion" | ...
 
   c.data = ConfigDict(dict(
       name="cifar10_sample",     # a registered dataset (see jaxcomp.data)
@@ -81,9 +89,17 @@ def base_config() -> ConfigDict:
   c.eval = ConfigDict(dict(batch_size=256))
 
   c.optim = optimizer_config(name="momentum", learning_rate=0.1, weight_decay=5e-4)
-  # Optimizer of the JPEG-layer parameters (optax.multi_transform group "jpeg").
+  # Parameter groups (`jaxcomp.optim`): ordered (regex over the parameter path,
+  # spec) pairs, the first match wins; spec = the name of an optimizer section
+  # below, a dict of `optimizer_config` overrides, or "frozen". Unmatched
+  # parameters use `optim`. E.g. JPEG-DL: (("^jpeg_layer/", "jpeg_optim"),).
+  c.optim_groups = ()
+  # Optimizer of JPEG-DL's tables (configs/jpeg_dl.py puts "^jpeg_layer/" in it).
   c.jpeg_optim = optimizer_config(name="adam", learning_rate=0.003, weight_decay=0.0,
                                   schedule="follow")
+  # Optimizer of the learned codecs' entropy-bottleneck quantiles (auxiliary loss).
+  c.aux_optim = optimizer_config(name="adam", learning_rate=1e-3, weight_decay=0.0,
+                                 schedule="constant")
 
   # Learned-codec experiments (task="rate_distortion"; SPEC Sec. 3).
   c.codec = ConfigDict(dict(
@@ -97,7 +113,6 @@ def base_config() -> ConfigDict:
       gdn="classic",             # "classic" (sqrt) | "simplified" (TFC 2.x default)
       crop=256,                  # training crop size
       eval_path="",              # folder of eval PNGs; "" -> Kodak (shared data or packaged sample)
-      aux_learning_rate=1e-3,    # optimizer of the entropy-bottleneck quantiles
   ))
 
   c.parallel = ConfigDict(dict(
@@ -149,29 +164,34 @@ def optimizer_config(**overrides: Any) -> ConfigDict:
       decay_epochs=(),           # step schedule: epochs at which lr *= decay_factor
       decay_factor=0.1,
       cycle_epochs=0.0,          # cyclic (triangular) schedule period
-      lsq_grad_scale=False,      # scale gradients by 1/sqrt(N * Qp) (LSQ, ImageNet JPEG-DL)
   ))
   c.update(overrides)
   return c
 
 
-_CHOICES = {
-    "mode": ("train_and_evaluate", "train", "evaluate", "robustness"),
-    "robustness.report": ("table", "ablation", "jpeg_dl"),
-    "task": ("classification", "rate_distortion"),
-    "codec.architecture": ("factorized", "hyperprior", "bls2017"),
-    "codec.distortion": ("mse", "ms_ssim"),
-    "codec.quantization": ("noise", "ste"),
-    "codec.gdn": ("classic", "simplified"),
-    "model.dtype": ("float32", "bfloat16"),
-    "model.jpeg.init": ("quality", "sensitivity", "lsq"),
-    "model.jpeg.alpha_mode": ("fixed", "trainable", "hardness_matching"),
-    "data.augment": ("default", "cifar", "inception", "flip", "none"),
-    "optim.name": ("sgd", "momentum", "nesterov", "adam", "adamw"),
-    "optim.schedule": ("constant", "step", "cosine", "cyclic"),
-    "jpeg_optim.name": ("sgd", "momentum", "nesterov", "adam", "adamw"),
-    "jpeg_optim.schedule": ("constant", "step", "cosine", "cyclic", "follow"),
+# Config keys whose value is a registered name: key -> registry kind
+# (`jaxcomp.registry.by_kind`). The names themselves live only in the registries.
+_REGISTERED = {
+    "task": "task",
+    "data.name": "dataset",
+    "data.augment": "augmentation",
+    "model.name": "model",
+    "model.dtype": "dtype",
+    "model.jpeg.init": "JPEG table init",
+    "model.jpeg.alpha_mode": "JPEG-DL alpha mode",
+    "model.jpeg.sensitivity_bn": "BatchNorm mode",
+    "model.jpeg.step_floor": "JPEG step floor",
+    "codec.architecture": "codec architecture",
+    "codec.distortion": "distortion",
+    "codec.quantization": "latent quantization mode",
+    "codec.gdn": "GDN form",
+    "robustness.report": "robustness report",
 }
+# The modes the trainer runs itself; any other mode names a registered evaluator.
+TRAINER_MODES = ("train_and_evaluate", "train", "evaluate")
+# Extra values a key accepts besides the registered names.
+_ALSO = {"data.augment": ("default",)}
+
 _POSITIVE = ("robustness.batch_size", "train.batch_size", "eval.batch_size",
              "train.grad_accum_steps", "train.keep_checkpoints", "optim.learning_rate",
              "parallel.model_axis",
@@ -179,10 +199,13 @@ _POSITIVE = ("robustness.batch_size", "train.batch_size", "eval.batch_size",
              "model.jpeg.q_min", "model.jpeg.alpha")
 _NON_NEGATIVE = ("robustness.num_examples", "robustness.eot_samples", "train.epochs",
                  "train.num_steps", "train.label_smoothing", "train.ema_decay",
-                 "optim.weight_decay", "optim.warmup_epochs",
-                 "jpeg_optim.learning_rate", "jpeg_optim.weight_decay",
-                 "optim.grad_clip_norm", "data.num_train_examples",
-                 "data.num_eval_examples", "data.image_size")
+                 "data.num_train_examples", "data.num_eval_examples", "data.image_size")
+_BELOW_ONE = ("train.ema_decay",)
+_AT_MOST_ONE = ("train.label_smoothing",)
+# In every optimizer section (`optimizer_config()`); "optim.learning_rate" is > 0 above.
+_OPTIMIZER_NON_NEGATIVE = ("learning_rate", "weight_decay", "grad_clip_norm", "warmup_epochs",
+                           "cycle_epochs", "decay_factor", "momentum", "b1", "b2")
+_OPTIMIZER_BELOW_ONE = ("momentum", "b1", "b2")
 
 
 def _get(config: ConfigDict, dotted: str) -> Any:
@@ -215,13 +238,82 @@ class ConfigError(ValueError):
   """A configuration that cannot run; the message names the key."""
 
 
+def optimizer_sections(config: ConfigDict) -> list[str]:
+  """Top-level sections built by `optimizer_config()` ("optim", "jpeg_optim", ...)."""
+  keys = set(optimizer_config().keys())
+  return [k for k in config.keys()
+          if isinstance(config[k], ConfigDict) and set(config[k].keys()) == keys]
+
+
+def _number_errors(key: str, value: Any, *, positive: bool = False, below_one: bool = False,
+                   at_most_one: bool = False) -> list[str]:
+  if not isinstance(value, (int, float)) or isinstance(value, bool):
+    return [f"{key} must be a number, got {value!r}"]
+  if value != value or value in (float("inf"), float("-inf")):
+    return [f"{key} must be finite, got {value!r}"]
+  if positive and value <= 0:
+    return [f"{key} must be > 0, got {value!r}"]
+  if value < 0:
+    return [f"{key} must be >= 0, got {value!r}"]
+  if below_one and value >= 1:
+    return [f"{key} must be < 1, got {value!r}"]
+  if at_most_one and value > 1:
+    return [f"{key} must be <= 1, got {value!r}"]
+  return []
+
+
+def _choice_errors(config: ConfigDict) -> list[str]:
+  """Registered names: every `_REGISTERED` key, optimizers, schedules and the mode."""
+  errors = []
+
+  def check(key: str, value: Any, allowed: Any, extra: tuple = ()) -> None:
+    if value in extra or (isinstance(value, str) and value in allowed):
+      return
+    names = list(extra) + list(allowed.names() if hasattr(allowed, "names") else allowed)
+    errors.append(f"{key}={value!r} is not one of {tuple(names)}")
+
+  for key, kind in _REGISTERED.items():
+    try:
+      value = _get(config, key)
+    except (KeyError, AttributeError):
+      continue
+    check(key, value, registry.by_kind(kind), _ALSO.get(key, ()))
+  for section in optimizer_sections(config):
+    c = config[section]
+    check(f"{section}.name", c.name, registry.by_kind("optimizer"))
+    check(f"{section}.schedule", c.schedule, registry.by_kind("schedule"),
+          () if section == "optim" else ("follow",))
+  if "mode" in config:
+    check("mode", config.mode, registry.by_kind("evaluator"), TRAINER_MODES)
+  return errors
+
+
+def _group_errors(config: ConfigDict) -> list[str]:
+  errors = []
+  sections = optimizer_sections(config)
+  for i, pair in enumerate(config.get("optim_groups", ())):
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not isinstance(pair[0], str):
+      errors.append(f"optim_groups[{i}] must be a (regex, spec) pair, got {pair!r}")
+      continue
+    try:
+      re.compile(pair[0])
+    except re.error as e:
+      errors.append(f"optim_groups[{i}]: bad regex {pair[0]!r} ({e})")
+    spec = pair[1]
+    if isinstance(spec, str) and spec != "frozen" and spec not in sections:
+      errors.append(f"optim_groups[{i}]: spec {spec!r} is neither 'frozen' nor an optimizer "
+                    f"section ({', '.join(sections)})")
+    elif not isinstance(spec, (str, dict, ConfigDict)):
+      errors.append(f"optim_groups[{i}]: spec must be a section name, a dict or 'frozen'")
+  return errors
+
+
 def validate(config: ConfigDict, reference: ConfigDict | None = None) -> ConfigDict:
-  """Checks keys against the schema and values against their allowed ranges.
+  """Checks keys against the schema, names against the registries, values against ranges.
 
   Args:
     config: the experiment config.
-    reference: the schema (default `base_config()`); configs of other tasks
-      (rate-distortion) pass their own.
+    reference: the schema (default `base_config()`).
 
   Returns:
     `config`, locked (no new keys can be added).
@@ -231,29 +323,28 @@ def validate(config: ConfigDict, reference: ConfigDict | None = None) -> ConfigD
   """
   reference = base_config() if reference is None else reference
   errors = _schema_errors(reference, config)
-  for key, allowed in _CHOICES.items():
+  errors += _choice_errors(config)
+  checks = [(k, dict(positive=k in _POSITIVE, below_one=k in _BELOW_ONE,
+                     at_most_one=k in _AT_MOST_ONE)) for k in _POSITIVE + _NON_NEGATIVE]
+  for section in optimizer_sections(config):
+    checks += [(f"{section}.{f}", dict(below_one=f in _OPTIMIZER_BELOW_ONE))
+               for f in _OPTIMIZER_NON_NEGATIVE if f"{section}.{f}" not in _POSITIVE]
+  for key, kind in checks:
     try:
       value = _get(config, key)
     except (KeyError, AttributeError):
       continue
-    if value not in allowed:
-      errors.append(f"{key}={value!r} is not one of {allowed}")
-  for key in _POSITIVE + _NON_NEGATIVE:
-    try:
-      value = _get(config, key)
-    except (KeyError, AttributeError):
-      continue
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-      errors.append(f"{key} must be a number, got {value!r}")
-    elif key in _POSITIVE and value <= 0:
-      errors.append(f"{key} must be > 0, got {value!r}")
-    elif key in _NON_NEGATIVE and value < 0:
-      errors.append(f"{key} must be >= 0, got {value!r}")
+    errors += _number_errors(key, value, **kind)
+  errors += _group_errors(config)
+  try:
+    bits = _get(config, "model.jpeg.bits")
+  except (KeyError, AttributeError):
+    bits = "auto"
+  if bits != "auto" and (not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 24):
+    errors.append(f"model.jpeg.bits must be an integer in 2..24 or 'auto', got {bits!r}")
   if "train" in config and "epochs" in config.train and "num_steps" in config.train:
     if config.train.epochs == 0 and config.train.num_steps == 0:
       errors.append("train.epochs and train.num_steps are both 0: nothing to train")
-  if "train" in config and "ema_decay" in config.train and config.train.ema_decay >= 1:
-    errors.append(f"train.ema_decay must be < 1, got {config.train.ema_decay}")
   if errors:
     raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
   config.lock()

@@ -35,10 +35,10 @@ def main(argv: list[str]) -> int:
   except config_lib.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  if config.mode == "robustness":
-    from jaxcomp.evaluators import adversarial  # pylint: disable=g-import-not-at-top
+  if config.mode not in config_lib.TRAINER_MODES:
+    from jaxcomp import evaluators  # pylint: disable=g-import-not-at-top
     try:
-      adversarial.run(config, _WORKDIR.value)
+      evaluators.EVALUATORS.get(config.mode)(config, _WORKDIR.value)
     except (config_lib.ConfigError, FileNotFoundError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 2

@@ -1,8 +1,10 @@
 """The one trainer: train state, a pure train step, and the loop with checkpoints.
 
-Every task (classification, rate-distortion) runs through `train_step`; JPEG-DL
-and the codecs' auxiliary quantiles plug in through parameter groups of the
-optimizer, not through copies of the loop.
+Every task (classification, rate-distortion, ...) runs through `train_step` and
+plugs in only through the task contract (`jaxcomp.tasks.base.Task`: `prepare`,
+`gradient_transform` / `update_transform`, `event_steps` + `on_step_end`);
+parameter groups (JPEG-DL's tables, the codecs' auxiliary quantiles, frozen
+parts) are config data (`config.optim_groups`, `jaxcomp.optim`).
 
 Reproducibility: batch s is a function of (seed, s) and the step's randomness is
 `fold_in(rng, step)`, so a run resumed from a checkpoint computes exactly what
@@ -60,7 +62,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: Calla
     ema_decay: if > 0, `ema = d * ema + (1 - d) * params` after the update.
 
   Returns:
-    The new state and scalar metrics (the task's, plus grad_norm and learning_rate).
+    The new state and scalar metrics (the task's, plus grad_norm, param_norm and
+    learning_rate).
   """
   rng = jax.random.fold_in(state.rng, state.step)
 
@@ -92,7 +95,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: Calla
     ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
                               state.ema_params, params)
   metrics = dict(metrics, grad_norm=optax.global_norm(grads),
-                 learning_rate=schedule(state.step))
+                 param_norm=optax.global_norm(params), learning_rate=schedule(state.step))
   new_state = state.replace(step=state.step + 1, params=params, collections=collections,
                             opt_state=opt_state, ema_params=ema_params)
   return new_state, metrics
@@ -101,7 +104,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: Calla
 class Trainer:
   """Builds the state, its shardings and the jitted step for a task and config."""
 
-  def __init__(self, config: ml_collections.ConfigDict, task: Any, mesh: jax.sharding.Mesh):
+  def __init__(self, config: ml_collections.ConfigDict, task: tasks_base.Task,
+               mesh: jax.sharding.Mesh):
     self.config = config
     self.task = task
     self.mesh = mesh
@@ -117,16 +121,22 @@ class Trainer:
   def init_state(self, batch: dict[str, np.ndarray]) -> TrainState:
     """A fresh state, seeded by `config.seed`, laid out with its shardings.
 
-    Also builds the optimizer (`self.tx`), whose parameter groups come from
-    the task's labels of the parameter tree.
+    Also builds the optimizer (`self.tx`): the task's gradient transform, the
+    parameter groups of `config.optim_groups`, the task's update transform.
+
+    Raises:
+      ConfigError: an `optim_groups` entry that matches no parameter (or is malformed).
     """
     example = {k: np.asarray(v[:1]) for k, v in batch.items()}
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(self.config.seed))
     shapes = jax.eval_shape(self.task.init_variables, init_rng, example)
-    self.tx, self.schedule = optim.make_optimizer(
-        self.config, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
-        labels=self.task.param_labels(shapes["params"]),
-        lsq_grad_scale=getattr(self.task, "lsq_grad_scale", 1.0))
+    try:
+      self.tx, self.schedule = optim.make_optimizer(
+          self.config, shapes["params"], steps_per_epoch=self.steps_per_epoch,
+          total_steps=self.total_steps, gradient_transform=self.task.gradient_transform(),
+          update_transform=self.task.update_transform())
+    except ValueError as e:
+      raise config_lib.ConfigError(str(e)) from None
 
     def init() -> TrainState:
       variables = dict(self.task.init_variables(init_rng, example))
@@ -144,14 +154,13 @@ class Trainer:
     return jax.jit(init, out_shardings=self.state_shardings)()
 
   def prepare(self, state: TrainState) -> TrainState:
-    """Lets the task set parameters from data before step 0 (JPEG-DL table init)."""
-    prepare = getattr(self.task, "prepare_params", None)
-    if prepare is None:
-      return state
-    params = prepare(state.params)
-    state = state.replace(params=params, opt_state=self.tx.init(params),
-                          ema_params=(jax.tree.map(jnp.copy, params)
-                                      if self.config.train.ema_decay > 0 else {}))
+    """`task.prepare`, once, after init or restore; at step 0 the optimizer state and
+    the EMA are rebuilt from the parameters it returns."""
+    state = self.task.prepare(state)
+    if int(state.step) == 0:
+      state = state.replace(opt_state=self.tx.init(state.params),
+                            ema_params=(jax.tree.map(jnp.copy, state.params)
+                                        if self.config.train.ema_decay > 0 else {}))
     return jax.device_put(state, self.state_shardings)
 
   @functools.cached_property
@@ -218,14 +227,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writers.write_atomic(workdir_path / "config.json", config.to_json_best_effort(indent=2))
   ckpt = checkpoint_lib.Checkpointer(str(workdir_path / "checkpoints"),
                                      keep=config.train.keep_checkpoints)
-  writer = writers.MetricWriter(workdir_path, enabled=is_main)
   first_batch = next(iter(task.train_iterator(seed=config.seed, start_step=0)))
   state = trainer.init_state(first_batch)
   start_step = ckpt.latest_step() or 0
   if start_step:
     state = ckpt.restore(trainer.abstract_state, start_step)
-  elif config.mode != "evaluate":
-    state = trainer.prepare(state)
+  state = trainer.prepare(state)
+  writer = writers.MetricWriter(workdir_path, enabled=is_main, resume_step=start_step)
   summary: dict[str, Any] = {"workdir": str(workdir_path), "total_steps": trainer.total_steps,
                              "steps_per_epoch": trainer.steps_per_epoch,
                              "resumed_from_step": start_step, "preempted": False}
@@ -259,6 +267,7 @@ def _train_loop(config, trainer: Trainer, state: TrainState, start_step: int,
   eval_every = _every(config.train.eval_every_steps, trainer.steps_per_epoch)
   ckpt_every = _every(config.train.checkpoint_every_steps, trainer.steps_per_epoch)
   batches = task.train_iterator(seed=config.seed, start_step=start_step)
+  event_steps = frozenset(task.event_steps(total))
   last_good = start_step
   pending: list[dict[str, jax.Array]] = []
   bar = None
@@ -280,6 +289,10 @@ def _train_loop(config, trainer: Trainer, state: TrainState, start_step: int,
         bar.update(1)
       stop = flag.raised  # read once: SIGTERM may arrive at any moment below
       at_ckpt = step % ckpt_every == 0 or step == total or stop
+      if step in event_steps:   # before this step's checkpoint: a resume never repeats it
+        state, record = task.on_step_end(step, state)
+        state = jax.device_put(state, trainer.state_shardings)
+        writer.write(step, "event", record)
       if step % log_every == 0 or at_ckpt or step % eval_every == 0:
         host = jax.device_get(pending)
         pending = []

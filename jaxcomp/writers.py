@@ -46,13 +46,21 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 class MetricWriter:
   """Appends `{"step": s, "split": ..., **metrics}` lines to `metrics.jsonl` and TensorBoard.
 
-  Only process 0 writes (multi-host runs log once).
+  Only process 0 writes (multi-host runs log once). A run resumed from the
+  checkpoint of step `resume_step` first drops the rows written after that step
+  (they belong to the interrupted continuation, which is computed again) and a
+  torn last line, so the file never holds a step twice.
   """
 
-  def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True):
+  def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True,
+               resume_step: int | None = None):
     self.enabled = enabled
     self.path = pathlib.Path(workdir) / "metrics.jsonl"
     self._tb = None
+    if enabled and self.path.exists():
+      keep = [r for r in read_metrics(workdir) if resume_step is not None
+              and r["step"] <= resume_step]
+      write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
@@ -76,11 +84,20 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
-  """All rows of `metrics.jsonl` (empty if there is none)."""
+  """All rows of `metrics.jsonl` (empty if there is none); a torn line (a crash
+  while appending) is skipped."""
   path = pathlib.Path(workdir) / "metrics.jsonl"
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  rows = []
+  for line in path.read_text().splitlines():
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if isinstance(row, dict) and "step" in row and "split" in row:
+      rows.append(row)
+  return rows
 
 
 def plot_metrics(workdir: str | os.PathLike, *, keys: tuple[str, ...] = ("loss", "accuracy")

@@ -1,4 +1,5 @@
-"""The trainer on a toy task: resume exactness, NaN stop, SIGTERM, grad accumulation.
+"""The trainer on a toy task: resume exactness, NaN stop, SIGTERM, grad accumulation,
+and the task contract (prepare, transforms, frozen groups, events across a resume).
 
 The toy task (a Dense-BatchNorm-Dense classifier on synthetic Gaussian data,
 batch s a function of (seed, s)) isolates the loop from data and models; the
@@ -19,9 +20,12 @@ import numpy as np
 import optax
 import pytest
 
+from jaxcomp import checkpoint
 from jaxcomp import config_lib
 from jaxcomp import parallel
+from jaxcomp import registry
 from jaxcomp import train
+from jaxcomp import writers
 from jaxcomp.tasks import base as tasks_base
 
 
@@ -33,11 +37,12 @@ class _Net(nn.Module):
     return nn.Dense(3)(nn.relu(x))
 
 
-class ToyTask:
+class ToyTask(tasks_base.Task):
   steps_per_epoch = 4
 
   def __init__(self, config, mesh):
-    self.config, self.mesh, self.model = config, mesh, _Net()
+    super().__init__(config, mesh)
+    self.model = _Net()
     self.w_true = np.random.default_rng(123).normal(size=(8, 3))
     self.delay = 0.0
     self.sigterm_at = None  # send SIGTERM to ourselves when fetching this batch
@@ -65,9 +70,6 @@ class ToyTask:
                                          mutable=["batch_stats"])
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     return loss, ({"loss": loss}, updates)
-
-  def param_labels(self, params):
-    return jax.tree.map(lambda _: "default", params)
 
   def evaluate(self, variables, mesh):
     b = self._batch(999, 0, 64)
@@ -218,3 +220,132 @@ def test_one_and_eight_devices_give_same_step(toy):
     state, metrics = trainer.step_fn(state, parallel.host_to_global(batch, mesh))
     results.append(jax.device_get((state.params, metrics)))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), *results)
+
+
+# --- the task contract: prepare, transforms, a frozen group, events ---------------
+PRETRAINED = 0.25   # the value `prepare` gives the frozen layer's kernel
+
+
+@tasks_base.TASKS.register("toy_contract")
+class ContractTask(ToyTask):
+  """The toy task with every hook: `prepare` sets a "pretrained" first layer at step 0
+  (frozen by the config's optimizer group), `gradient_transform` scales gradients, and
+  an event every 3 steps shifts the head's bias."""
+  sigterm_at_step = None      # class-wide, since the trainer builds the task itself
+
+  def __init__(self, config, mesh):
+    super().__init__(config, mesh)
+    self.sigterm_at = ContractTask.sigterm_at_step
+    self.prepared_at = []
+
+  def prepare(self, state):
+    self.prepared_at.append(int(state.step))
+    if int(state.step) > 0:
+      return state
+    params = jax.tree.map(lambda x: x, state.params)
+    params["Dense_0"]["kernel"] = jnp.full_like(params["Dense_0"]["kernel"], PRETRAINED)
+    return state.replace(params=params)
+
+  def gradient_transform(self):
+    return optax.scale(0.5)
+
+  def event_steps(self, total_steps):
+    return tuple(range(3, total_steps + 1, 3))
+
+  def on_step_end(self, step, state):
+    params = jax.tree.map(lambda x: x, state.params)
+    params["Dense_1"]["bias"] = params["Dense_1"]["bias"] + 0.01 * step
+    return state.replace(params=params), {"event": "shift_head_bias", "by": 0.01 * step}
+
+
+def _contract_config():
+  c = _config(num_steps=10, checkpoint_every_steps=5)
+  c.task = "toy_contract"
+  c.optim_groups = (("^Dense_0/", "frozen"),)
+  return c
+
+
+def _state(workdir, step):
+  return checkpoint.read_run(workdir, step=step)[1]
+
+
+def _events(workdir):
+  return [r for r in writers.read_metrics(workdir) if r["split"] == "event"]
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
+  full = train.train_and_evaluate(_contract_config(), str(tmp_path / "full"))
+  assert full["final_step"] == 10
+  ContractTask.sigterm_at_step = 4            # while fetching batch 4: stops after step 5
+  try:
+    stopped = train.train_and_evaluate(_contract_config(), str(tmp_path / "part"))
+  finally:
+    ContractTask.sigterm_at_step = None
+  assert stopped["preempted"] and stopped["final_step"] == 5
+  resumed = train.train_and_evaluate(_contract_config(), str(tmp_path / "part"))
+  assert resumed["resumed_from_step"] == 5 and resumed["final_step"] == 10
+  a, b = _state(tmp_path / "full", 10), _state(tmp_path / "part", 10)
+  # Parameters, optimizer state, batch statistics, step and key: bit-identical on CPU.
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+  # Events 3, 6, 9: the one before the stop is not run again, none after it is skipped.
+  assert [e["step"] for e in _events(tmp_path / "full")] == [3, 6, 9]
+  assert _events(tmp_path / "part") == _events(tmp_path / "full")
+  # The frozen group: the prepared layer never moved, and has no optimizer state.
+  np.testing.assert_array_equal(a["params"]["Dense_0"]["kernel"], PRETRAINED)
+  assert not any("Dense_0" in str(path) for path, _ in
+                 jax.tree_util.tree_flatten_with_path(a["opt_state"])[0])
+  # The event changed what it should: the head's bias holds the three shifts.
+  assert not np.allclose(a["params"]["Dense_1"]["bias"], 0.0)
+
+
+def test_prepare_runs_once_per_process_after_init_or_restore(tmp_path):
+  made = []
+  original = tasks_base.get_task
+
+  def recording(config, mesh):
+    made.append(original(config, mesh))
+    return made[-1]
+
+  tasks_base.get_task = recording
+  try:
+    train.train_and_evaluate(_contract_config(), str(tmp_path))
+    c = _contract_config()
+    c.mode = "evaluate"
+    train.train_and_evaluate(c, str(tmp_path))
+  finally:
+    tasks_base.get_task = original
+  assert [t.prepared_at for t in made] == [[0], [10]]
+
+
+def test_a_group_regex_that_matches_nothing_stops_at_start_up(tmp_path):
+  c = _contract_config()
+  c.optim_groups = (("^Dense_0/", "frozen"), ("^encoder/", "aux_optim"))
+  with pytest.raises(config_lib.ConfigError, match=r"'\^encoder/' matches no parameter"):
+    train.train_and_evaluate(c, str(tmp_path))
+
+
+def test_registry_errors_list_the_known_names():
+  with pytest.raises(KeyError, match="unknown task 'nope'; known: .*classification"):
+    tasks_base.TASKS.get("nope")
+  with pytest.raises(KeyError, match="unknown dataset 'nope'.*tfds:"):
+    registry.by_kind("dataset").resolve("nope")
+  c = _contract_config()
+  c.data.augment = "mixup"
+  c.model.name = "resnet21"
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(c)
+  assert "data.augment='mixup' is not one of ('default', 'cifar'" in str(e.value)
+  assert "model.name='resnet21' is not one of" in str(e.value) and "resnet20" in str(e.value)
+
+
+def test_prefix_entries_resolve_to_the_rest_of_the_name():
+  r = registry.Registry("toy prefix test")
+  r.register("plain", 1)
+  r.register_prefix("wrap:", 2)
+  r.register_prefix("wrap:deep:", 3)
+  assert r.resolve("plain") == (1, None)
+  assert r.resolve("wrap:x:y") == (2, "x:y")
+  assert r.resolve("wrap:deep:z") == (3, "z")          # the longest prefix wins
+  assert "wrap:" in r and "other" not in r
+  with pytest.raises(ValueError, match="already registered"):
+    r.register("plain", 4)

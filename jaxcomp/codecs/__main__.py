@@ -23,7 +23,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from jaxcomp.codecs import bitstream, compression, evaluation, learned, zoo
+from jaxcomp.codecs import bitstream, compression, learned, pretrained
+from jaxcomp.evaluators import rate_distortion
 from jaxcomp.entropy import factorized
 
 
@@ -35,15 +36,15 @@ def _read_image(path: str) -> np.ndarray:
 def _load(args) -> tuple:
   """`(model, params, name)` from --model or --checkpoint."""
   if getattr(args, "checkpoint", None):
-    model, params, _ = zoo.load_checkpoint(args.checkpoint)
+    model, params, _ = pretrained.load_checkpoint(args.checkpoint)
     return model, params, "checkpoint"
-  model, params, _ = zoo.load(args.model)
+  model, params, _ = pretrained.load(args.model)
   return model, params, args.model
 
 
 def _list(args) -> int:
   del args
-  print("\n".join(zoo.list_models()))
+  print("\n".join(pretrained.list_models()))
   return 0
 
 
@@ -79,20 +80,20 @@ def _evaluate(args) -> int:
   for model_name in [None] if args.checkpoint else args.model:
     args.model = model_name
     model, params, name = _load(args)
-    results.append(evaluation.evaluate_model(model, params, images, names, name=name))
+    results.append(rate_distortion.evaluate_model(model, params, images, names, name=name))
     mean = results[-1]["mean"]
     excess = [r["payload_vs_estimate"] for r in results[-1]["images"]]
     print(f"{name}: {mean['bpp']:.4f} bpp, {mean['psnr']:.2f} dB"
           + (f", MS-SSIM {mean['ms_ssim']:.4f}" if "ms_ssim" in mean else "")
           + f"; stream payload vs likelihood estimate {min(excess):+.2%} .. {max(excess):+.2%}")
   qualities = [int(q) for q in args.jpeg_qualities.split(",")]
-  jpeg = evaluation.jpeg_curve(images, qualities)
-  summary = evaluation.summarize(results, jpeg)
+  jpeg = rate_distortion.jpeg_curve(images, qualities)
+  summary = rate_distortion.summarize(results, jpeg)
   report = {"images": str(folder), "models": results, "jpeg_420": jpeg, **summary}
   pathlib.Path(args.output).write_text(json.dumps(report, indent=2))
   plot_path = args.plot or str(pathlib.Path(args.output).with_suffix(".png"))
   bd = summary["bd_rate_vs_jpeg_percent"]
-  evaluation.plot(results, jpeg, plot_path, title=f"{folder.name}: learned codec vs JPEG 4:2:0"
+  rate_distortion.plot(results, jpeg, plot_path, title=f"{folder.name}: learned codec vs JPEG 4:2:0"
                   + (f" (BD-rate {bd:+.1f} %)" if bd is not None else ""))
   print(f"BD-rate vs JPEG 4:2:0: {bd:+.1f} %" if bd is not None else
         f"BD-rate vs JPEG 4:2:0: n/a ({summary.get('bd_rate_note')})")
@@ -107,13 +108,13 @@ def _export(args) -> int:
   with (the quality preset's when the config leaves `lmbda` at 0) and, if given,
   the training command.
   """
-  model, params, codec = zoo.load_checkpoint(args.checkpoint, step=args.step)
+  model, params, codec = pretrained.load_checkpoint(args.checkpoint, step=args.step)
   density, _ = factorized.density_from_params(params["entropy_bottleneck"])
   params["entropy_bottleneck"]["quantiles"] = np.asarray(factorized.fit_quantiles(density))
   codec["lmbda"] = codec["lmbda"] or learned.lmbda(codec["quality"], codec["distortion"])
   if args.training_command:
     codec["training_command"] = args.training_command
-  zoo.save(args.output, model, params, dtype=args.dtype, **codec)
+  pretrained.save(args.output, model, params, dtype=args.dtype, **codec)
   return 0
 
 
@@ -139,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
   e.add_argument("--images", required=True, help="folder of lossless images (e.g. Kodak)")
   e.add_argument("--output", default="rd.json", help="JSON report (default rd.json)")
   e.add_argument("--plot", help="plot file (default: the report's name with .png)")
-  e.add_argument("--jpeg-qualities", default=",".join(map(str, evaluation.JPEG_QUALITIES)))
+  e.add_argument("--jpeg-qualities", default=",".join(map(str, rate_distortion.JPEG_QUALITIES)))
   x = sub.add_parser("export", help="checkpoint -> weights .npz (as shipped in codecs/weights)")
   x.add_argument("--checkpoint", required=True, help="a jaxcomp.main run directory")
   x.add_argument("--step", type=int, help="the checkpoint's step (default: the latest)")

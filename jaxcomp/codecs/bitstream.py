@@ -7,7 +7,8 @@ Layout (little-endian):
   4       1     format version (1)
   5       1     n = length of the model name (1..64)
   6       n     model name, ASCII [A-Za-z0-9._-] (a shipped name, or "checkpoint")
-  6+n     1     architecture (0 factorized, 1 hyperprior, 2 bls2017)
+  6+n     1     architecture: the registered codec's `stream_id` (`learned.register`;
+                0 factorized, 1 hyperprior, 2 bls2017)
           1     GDN form (0 classic, 1 simplified)
           2     N (num_filters)      2  M (num_latent)
           4     fingerprint of the coding tables (CRC-32; refuses a different model)
@@ -27,9 +28,10 @@ import re
 import struct
 import zlib
 
+from jaxcomp.codecs import learned
+
 MAGIC = b"JXCD"
 VERSION = 1
-ARCHITECTURE_CODES = ("factorized", "hyperprior", "bls2017")
 GDN_CODES = ("classic", "simplified")
 MAX_SIDE = 2 ** 16          # largest image height / width accepted
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -56,8 +58,8 @@ class Header:
   def __post_init__(self):
     if not _NAME.match(self.model):
       raise ValueError(f"model name {self.model!r} must be 1-64 characters of [A-Za-z0-9._-]")
-    if self.architecture not in ARCHITECTURE_CODES:
-      raise ValueError(f"architecture {self.architecture!r} not in {ARCHITECTURE_CODES}")
+    if self.architecture not in learned.CODECS:
+      raise ValueError(f"architecture {self.architecture!r} not in {learned.CODECS.names()}")
     if self.gdn not in GDN_CODES:
       raise ValueError(f"gdn {self.gdn!r} not in {GDN_CODES}")
     if not (0 < self.num_filters < 2 ** 16 and 0 < self.num_latent < 2 ** 16):
@@ -72,7 +74,7 @@ def pack(header: Header, z_stream: bytes, y_stream: bytes) -> bytes:
   """Serialises a header and the two entropy-coded streams."""
   name = header.model.encode("ascii")
   head = (MAGIC + bytes([VERSION, len(name)]) + name + _FIELDS.pack(
-      ARCHITECTURE_CODES.index(header.architecture), GDN_CODES.index(header.gdn),
+      learned.CODECS.get(header.architecture).stream_id, GDN_CODES.index(header.gdn),
       header.num_filters, header.num_latent, header.fingerprint, header.height, header.width,
       len(z_stream), len(y_stream)))
   crc = zlib.crc32(y_stream, zlib.crc32(z_stream, zlib.crc32(head)))
@@ -118,11 +120,14 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
   z_stream, y_stream = data[body_at:body_at + len_z], data[body_at + len_z:]
   if zlib.crc32(y_stream, zlib.crc32(z_stream, zlib.crc32(data[:fields_at + _FIELDS.size]))) != crc:
     raise StreamError("corrupt stream (checksum mismatch)")
-  if arch >= len(ARCHITECTURE_CODES) or gdn >= len(GDN_CODES):
+  try:
+    architecture = learned.architecture_of_stream_id(arch)
+  except KeyError:
+    architecture = None
+  if architecture is None or gdn >= len(GDN_CODES):
     raise StreamError(f"corrupt stream (unknown architecture code {arch} or GDN code {gdn})")
   try:
-    header = Header(name, ARCHITECTURE_CODES[arch], GDN_CODES[gdn], n, m, fingerprint,
-                    height, width)
+    header = Header(name, architecture, GDN_CODES[gdn], n, m, fingerprint, height, width)
   except ValueError as e:
     raise StreamError(f"corrupt stream ({e})") from None
   return header, z_stream, y_stream

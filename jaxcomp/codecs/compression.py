@@ -4,10 +4,12 @@ Pipeline (Ballé et al. 2018, Sec. 4): pad the image (edge replication) to a
 multiple of the model's downsampling, analyse, quantize to integer symbols
 (around the medians for the factorized prior, around 0 for the Gaussian
 conditional), entropy-code them with the integer tables of `entropy.coder`,
-and wrap the streams in the `bitstream` container. For the hyperprior, z is
-coded first; the decoder rebuilds the scale indexes of y from z's symbols with
-*the same jitted function* the encoder used (`_scale_indexes`), so both sides
-compute bit-identical floats and pick the same tables.
+and wrap the streams in the `bitstream` container. Everything model-specific
+comes through the codec protocol (`learned.LearnedCodec`). A side latent (the
+hyperprior's z) is coded first; the decoder rebuilds the table indexes of y
+from z's symbols with *the same jitted function* the encoder used
+(`_table_indexes`), so both sides compute bit-identical floats and pick the
+same tables.
 
 Tables are built from the parameters (`coding_tables`) and identified by a
 fingerprint in the stream header: a stream decodes only with the tables it was
@@ -26,67 +28,68 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp.codecs import bitstream, learned
-from jaxcomp.entropy import coder, factorized, gaussian_conditional
-from jaxcomp.entropy.quantization import quantize
+from jaxcomp.entropy import coder
+from jaxcomp.entropy.quantization import quantize_latents
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CodingTables:
-  """Integer tables of a model: `y` (per channel, or per scale for the hyperprior), `z`."""
-  y: coder.Tables
-  z: coder.Tables | None
+  """Integer tables of a model: one `coder.Tables` per coded latent ("y", and "z" if any)."""
+  tables: dict[str, coder.Tables]
 
   @property
   def fingerprint(self) -> int:
-    crc = zlib.crc32(self.y.fingerprint.to_bytes(4, "little"))
-    return crc if self.z is None else zlib.crc32(self.z.fingerprint.to_bytes(4, "little"), crc)
+    crc = 0
+    for name in sorted(self.tables):      # "y" then "z", as format version 1 defines it
+      crc = zlib.crc32(self.tables[name].fingerprint.to_bytes(4, "little"), crc)
+    return crc
 
-
-@functools.lru_cache(maxsize=1)
-def _gaussian_tables() -> coder.Tables:
-  return coder.Tables.from_pmfs(*gaussian_conditional.pmf_table(gaussian_conditional.scale_table()))
-
-
-def _bottleneck_tables(params: dict) -> coder.Tables:
-  return coder.Tables.from_pmfs(*factorized.pmf_table(
-      *factorized.density_from_params(params["entropy_bottleneck"])))
+  def __getitem__(self, name: str) -> coder.Tables:
+    return self.tables[name]
 
 
 def coding_tables(model: nn.Module, params: dict) -> CodingTables:
   """The integer coding tables of `model` with `params` (deterministic; a few ms)."""
-  if learned.architecture_of(model) == "hyperprior":
-    return CodingTables(_gaussian_tables(), _bottleneck_tables(params))
-  return CodingTables(_bottleneck_tables(params), None)
+  return CodingTables(dict(model.coding_tables(params)))
 
 
-def _medians(params: dict) -> jax.Array:
-  return factorized.medians(params["entropy_bottleneck"]["quantiles"])
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _analyze(model: nn.Module, params: dict, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-  """Integer symbols `(y, z)` (z None without hyperprior) of padded images `x`."""
-  if isinstance(model, learned.ScaleHyperprior):
-    y, z = model.apply({"params": params}, x, method=model.analyze)
-    return quantize(y, "symbols"), quantize(z, "symbols", _medians(params))
-  y = model.apply({"params": params}, x, method=model.analyze)
-  return quantize(y, "symbols", _medians(params)), None
+def _check_codec(model: nn.Module) -> None:
+  names = getattr(type(model), "coded_latents", None)
+  if names not in (("y",), ("z", "y")):
+    raise ValueError(f"{type(model).__name__} is not a learned codec with coded latents "
+                     f"('y',) or ('z', 'y') (see learned.LearnedCodec)")
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _scale_indexes(model: nn.Module, params: dict, z_symbols: jax.Array) -> jax.Array:
-  """Gaussian-table index of every y element, from z's symbols (encoder and decoder)."""
-  z_hat = z_symbols.astype(jnp.float32) + _medians(params)
-  scales = model.apply({"params": params}, z_hat, method=model.hyper_synthesize)
-  return gaussian_conditional.scale_indexes(scales, gaussian_conditional.scale_table())
+def _analyze(model: nn.Module, params: dict, x: jax.Array) -> dict[str, jax.Array]:
+  """Integer symbols of every coded latent of padded images `x`."""
+  latents = model.apply({"params": params}, x, method=model.analyze)
+  offsets = model.latent_offsets(params)
+  return {n: quantize_latents(latents[n], "symbols", offsets[n]) for n in model.coded_latents}
+
+
+def _dequantize(model: nn.Module, params: dict, symbols: dict[str, jax.Array]
+                ) -> dict[str, jax.Array]:
+  offsets = model.latent_offsets(params)
+  return {n: s.astype(jnp.float32) + offsets[n] for n, s in symbols.items()}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 4))
+def _table_indexes(model: nn.Module, params: dict, name: str, symbols: dict[str, jax.Array],
+                   shape: tuple[int, ...]) -> jax.Array:
+  """Table index of every element of latent `name`, from the latents coded before it.
+
+  The encoder and the decoder call this same jitted function on the same
+  integer symbols, so both compute bit-identical floats and pick the same tables.
+  """
+  decoded = _dequantize(model, params, symbols)
+  return model.apply({"params": params}, name, decoded, shape, method=model.table_indexes)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _synthesize(model: nn.Module, params: dict, y_symbols: jax.Array) -> jax.Array:
   """uint8 reconstruction of the padded image from y's symbols."""
-  y_hat = y_symbols.astype(jnp.float32)
-  if not isinstance(model, learned.ScaleHyperprior):
-    y_hat = y_hat + _medians(params)
+  y_hat = _dequantize(model, params, {"y": y_symbols})["y"]
   x_hat = model.apply({"params": params}, y_hat, method=model.synthesize)
   return jnp.round(jnp.clip(x_hat, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
@@ -109,18 +112,12 @@ def pad_image(image: np.ndarray, multiple: int) -> np.ndarray:
   return (padded.astype(np.float32) / 255.0)[None]
 
 
-def _latent_shapes(model: nn.Module, height: int, width: int) -> tuple[tuple, tuple | None]:
+def _latent_shapes(model: nn.Module, params: dict, height: int, width: int
+                   ) -> dict[str, tuple[int, ...]]:
   d = model.downsampling
-  hp, wp = -(-height // d) * d, -(-width // d) * d
-  m = model.num_latent or model.num_filters
-  y_shape = (1, hp // 16, wp // 16, m)
-  if isinstance(model, learned.ScaleHyperprior):
-    return y_shape, (1, hp // 64, wp // 64, model.num_filters)
-  return y_shape, None
-
-
-def _channel_indexes(shape: tuple) -> np.ndarray:
-  return np.broadcast_to(np.arange(shape[-1], dtype=np.int32), shape)
+  x = jax.ShapeDtypeStruct((1, -(-height // d) * d, -(-width // d) * d, 3), jnp.float32)
+  shapes = jax.eval_shape(lambda v: model.apply({"params": params}, v, method=model.analyze), x)
+  return {n: tuple(shapes[n].shape) for n in model.coded_latents}
 
 
 def _header(model: nn.Module, tables: CodingTables, name: str, height: int, width: int
@@ -132,8 +129,10 @@ def _header(model: nn.Module, tables: CodingTables, name: str, height: int, widt
 def encode_symbols(model: nn.Module, params: dict, image: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray | None]:
   """Integer symbols `(y, z or None)` of a uint8 `(H, W, 3)` image, as `compress` codes them."""
+  _check_codec(model)
   image = _check_image(image)
-  return jax.device_get(_analyze(model, params, pad_image(image, model.downsampling)))
+  symbols = jax.device_get(_analyze(model, params, pad_image(image, model.downsampling)))
+  return symbols["y"], symbols.get("z")
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -175,16 +174,15 @@ def compress(model: nn.Module, params: dict, image: np.ndarray, *, name: str = "
     The stream: header, z stream (hyperprior), y stream.
   """
   y_sym, z_sym = encode_symbols(model, params, image)
+  symbols = {"y": y_sym} if z_sym is None else {"z": z_sym, "y": y_sym}
   tables = tables or coding_tables(model, params)
-  z_stream = b""
-  if z_sym is None:
-    y_index = _channel_indexes(y_sym.shape)
-  else:
-    z_stream = coder.encode(z_sym, _channel_indexes(z_sym.shape), tables.z)
-    y_index = np.asarray(_scale_indexes(model, params, z_sym))
-  y_stream = coder.encode(y_sym, y_index, tables.y)
+  streams = {}
+  for n in model.coded_latents:            # the side latent first: y's tables depend on it
+    before = {k: symbols[k] for k in model.coded_latents[:model.coded_latents.index(n)]}
+    index = np.asarray(_table_indexes(model, params, n, before, symbols[n].shape))
+    streams[n] = coder.encode(symbols[n], index, tables[n])
   header = _header(model, tables, name, *np.shape(image)[:2])
-  return bitstream.pack(header, z_stream, y_stream)
+  return bitstream.pack(header, streams.get("z", b""), streams["y"])
 
 
 def decode_symbols(model: nn.Module, params: dict, data: bytes, *,
@@ -195,6 +193,7 @@ def decode_symbols(model: nn.Module, params: dict, data: bytes, *,
   Raises:
     bitstream.StreamError: as `decompress`.
   """
+  _check_codec(model)
   header, z_stream, y_stream = bitstream.unpack(data)
   tables = tables or coding_tables(model, params)
   expected = _header(model, tables, header.model, header.height, header.width)
@@ -204,20 +203,18 @@ def decode_symbols(model: nn.Module, params: dict, data: bytes, *,
         f"M={header.num_latent} gdn={header.gdn} (tables {header.fingerprint:08x}), not by this "
         f"model ({expected.architecture} N={expected.num_filters} M={expected.num_latent} "
         f"gdn={expected.gdn}, tables {expected.fingerprint:08x})")
-  y_shape, z_shape = _latent_shapes(model, header.height, header.width)
-  z_sym = None
+  shapes = _latent_shapes(model, params, header.height, header.width)
+  streams = {"z": z_stream, "y": y_stream}
+  if "z" not in shapes and z_stream:
+    raise bitstream.StreamError("unexpected side-information stream for a model without one")
+  symbols: dict[str, np.ndarray] = {}
   try:
-    if z_shape is None:
-      if z_stream:
-        raise coder.CodingError("unexpected z stream for a model without hyperprior")
-      y_index = _channel_indexes(y_shape)
-    else:
-      z_sym = coder.decode(z_stream, _channel_indexes(z_shape), tables.z)
-      y_index = np.asarray(_scale_indexes(model, params, z_sym))
-    y_sym = coder.decode(y_stream, y_index, tables.y)
+    for n in model.coded_latents:
+      index = np.asarray(_table_indexes(model, params, n, dict(symbols), shapes[n]))
+      symbols[n] = coder.decode(streams[n], index, tables[n])
   except coder.CodingError as e:
     raise bitstream.StreamError(str(e)) from None
-  return header, y_sym, z_sym
+  return header, symbols["y"], symbols.get("z")
 
 
 def decompress(model: nn.Module, params: dict, data: bytes, *,

@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxcomp.ops import color, dct
 from jaxcomp.ops.jpeg_tables import check_quality, quality_tables
-from jaxcomp.ops.quantization import QUANTIZERS, quantize
+from jaxcomp.ops.quantization import QUANTIZERS, quantize_dequantize
 from jaxcomp.ops.rounding import round_st
 
 SUBSAMPLINGS = ("4:2:0", "4:4:4")
@@ -142,7 +142,7 @@ def jpeg_coefficients(images: jax.Array, *, quality: int | None = None,
   if subsampling not in SUBSAMPLINGS:
     raise ValueError(f"unknown subsampling {subsampling!r}; expected one of {SUBSAMPLINGS}")
   if quantizer not in QUANTIZERS:
-    raise ValueError(f"unknown quantizer {quantizer!r}; expected one of {QUANTIZERS}")
+    raise ValueError(f"unknown quantizer {quantizer!r}; expected one of {QUANTIZERS.names()}")
   uint8 = images.dtype == jnp.uint8
   dtype = jnp.float32 if uint8 else jnp.promote_types(images.dtype, jnp.float32)
   x = images.astype(dtype) if uint8 else images.astype(dtype) * 255.0
@@ -157,7 +157,7 @@ def jpeg_coefficients(images: jax.Array, *, quality: int | None = None,
   keys = (None, None) if key is None else tuple(jax.random.split(key))
 
   def indices(planes, q, k):
-    i = quantize(dct.block_dct(planes), q, quantizer=quantizer, key=k, alpha=alpha) / q
+    i = quantize_dequantize(dct.block_dct(planes), q, quantizer=quantizer, key=k, alpha=alpha) / q
     if quantizer in ("hard", "ste"):           # exact integers (z_hat / q is off by ulps)
       i = i + jax.lax.stop_gradient(jnp.round(i) - i)
     return i

@@ -4,7 +4,10 @@ A dataset is a random-access source of examples `{"image": uint8 [h, w, C],
 "label": int}` (a grain `RandomAccessDataSource`: `len` and `[i]`) plus what a
 model needs to know: classes, the batch image shape, normalisation statistics
 and the default augmentation. `DATASETS` maps a name to a factory
-`(data_config, split) -> ImageDataset`; `get_dataset` is the entry point.
+`(data_config, split) -> ImageDataset`, or a prefix ("tfds:") to a factory
+`(data_config, split, rest_of_the_name) -> ImageDataset`; a new source is one
+registration. `get_dataset` is the entry point; `open_dataset` opens any name,
+so that a source can wrap another (`compressed:<source>:<codec>`).
 """
 
 from __future__ import annotations
@@ -176,6 +179,16 @@ def subset(ds: ImageDataset, n: int) -> ImageDataset:
   return dataclasses.replace(ds, indices=base[chosen])
 
 
+def open_dataset(data_config: ml_collections.ConfigDict, split: str, name: str) -> ImageDataset:
+  """Split `split` of the dataset source `name` (whole; `get_dataset` takes subsets).
+
+  Raises:
+    KeyError: an unknown name (the message lists the known ones).
+  """
+  factory, rest = DATASETS.resolve(name)
+  return factory(data_config, split) if rest is None else factory(data_config, split, rest)
+
+
 def get_dataset(data_config: ml_collections.ConfigDict, split: str) -> ImageDataset:
   """The split `split` of the dataset `data_config.name` (see `DATASETS.names()`).
 
@@ -189,9 +202,7 @@ def get_dataset(data_config: ml_collections.ConfigDict, split: str) -> ImageData
     FileNotFoundError: the data is missing (the message says where it was
       looked for and how to provide it).
   """
-  name = data_config.name
-  factory = DATASETS.get("tfds:<name>" if name.startswith("tfds:") else name)
-  ds = factory(data_config, split)
+  ds = open_dataset(data_config, split, data_config.name)
   n = data_config.num_train_examples if split == data_config.train_split \
       else data_config.num_eval_examples
   return subset(ds, n) if n else ds

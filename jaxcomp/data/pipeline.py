@@ -23,11 +23,46 @@ import grain
 import numpy as np
 
 from jaxcomp.data.dataset import ImageDataset
-from jaxcomp.data.transforms import AUGMENTS, flip, pad_crop_flip
+from jaxcomp.data.transforms import flip, pad_crop_flip
+from jaxcomp.registry import Registry
 
 Batch = dict[str, np.ndarray]
 INCEPTION_ATTEMPTS = 10
 CIFAR_PAD = 4
+
+# name -> augment(ds, indices, rng, batch_size, sl) -> (uint8 images [b, H, W, C],
+# int32 labels [b]): reads the examples at `indices` (positions in `ds`) and augments them with
+# draws from `rng` made for the whole global batch of `batch_size` and sliced by `sl`
+# (so that P processes draw what one would).
+AUGMENTATIONS: Registry[Callable[..., np.ndarray]] = Registry("augmentation")
+
+
+@AUGMENTATIONS.register("none")
+def _none(ds, indices, rng, batch_size, sl):
+  del rng, batch_size, sl
+  return ds.read(indices)
+
+
+@AUGMENTATIONS.register("flip")
+def _flip(ds, indices, rng, batch_size, sl):
+  images, labels = ds.read(indices)
+  return flip(images, rng.random(batch_size)[sl] < 0.5), labels
+
+
+@AUGMENTATIONS.register("cifar")
+def _cifar(ds, indices, rng, batch_size, sl):
+  """Pad-4 random crop + flip (He et al. 2016, Sec. 4.2)."""
+  offsets = rng.integers(0, 2 * CIFAR_PAD + 1, (batch_size, 2))[sl]
+  images, labels = ds.read(indices)
+  return pad_crop_flip(images, offsets, rng.random(batch_size)[sl] < 0.5, pad=CIFAR_PAD), labels
+
+
+@AUGMENTATIONS.register("inception")
+def _inception(ds, indices, rng, batch_size, sl):
+  """Inception crop (`transforms.inception_boxes`) + flip."""
+  uniforms = rng.random((batch_size, INCEPTION_ATTEMPTS, 4))[sl]
+  images, labels = ds.read(indices, uniforms=uniforms)
+  return flip(images, rng.random(batch_size)[sl] < 0.5), labels
 
 
 def _local_batch(batch_size: int, process_index: int, process_count: int) -> int:
@@ -74,8 +109,9 @@ def train_batches(ds: ImageDataset, *, batch_size: int, seed: int, start_step: i
     batch_size: the global batch B, divisible by `process_count`.
     seed: >= 0; fixes the epoch permutations and the augmentation.
     start_step: the first batch to yield (resuming a run).
-    augment: "default" (`ds.default_augment`), "cifar" (pad-4 random crop +
-      flip), "inception" (Inception crop + flip), "flip" or "none".
+    augment: "default" (`ds.default_augment`) or a registered augmentation
+      (`AUGMENTATIONS`: "cifar" pad-4 random crop + flip, "inception" Inception
+      crop + flip, "flip", "none").
     process_index, process_count: this process among all (multi-host).
     num_threads: grain worker threads (None: min(8, CPUs); 0: in the caller's thread).
 
@@ -83,9 +119,10 @@ def train_batches(ds: ImageDataset, *, batch_size: int, seed: int, start_step: i
     An iterator of {"image": uint8 [B / P, H, W, C], "label": int32 [B / P]}.
   """
   local = _local_batch(batch_size, process_index, process_count)
-  augment = ds.default_augment if augment == "default" else augment
-  if augment not in AUGMENTS:
-    raise ValueError(f"augment={augment!r} is not one of {('default',) + AUGMENTS}")
+  try:
+    augment_fn = AUGMENTATIONS.get(ds.default_augment if augment == "default" else augment)
+  except KeyError as e:
+    raise ValueError(f"augment={augment!r}: {e.args[0]} (or 'default')") from None
   if seed < 0 or start_step < 0 or len(ds) == 0:
     raise ValueError(f"need seed >= 0, start_step >= 0 and a non-empty dataset, got "
                      f"{seed}, {start_step}, {len(ds)} examples")
@@ -94,14 +131,7 @@ def train_batches(ds: ImageDataset, *, batch_size: int, seed: int, start_step: i
   def make(step: int) -> Batch:
     positions = step * batch_size + np.arange(batch_size, dtype=np.int64)[sl]
     rng = np.random.default_rng([seed, 1, step])
-    uniforms = (rng.random((batch_size, INCEPTION_ATTEMPTS, 4))[sl]
-                if augment == "inception" else None)
-    images, labels = ds.read(epoch_order(seed, positions, len(ds)), uniforms=uniforms)
-    if augment == "cifar":
-      offsets = rng.integers(0, 2 * CIFAR_PAD + 1, (batch_size, 2))[sl]
-      images = pad_crop_flip(images, offsets, rng.random(batch_size)[sl] < 0.5, pad=CIFAR_PAD)
-    elif augment in ("flip", "inception"):
-      images = flip(images, rng.random(batch_size)[sl] < 0.5)
+    images, labels = augment_fn(ds, epoch_order(seed, positions, len(ds)), rng, batch_size, sl)
     return {"image": images, "label": labels}
 
   return _iterate(2**62, start_step, make, num_threads)

@@ -57,16 +57,16 @@ def _tfrecord_examples(builder, split: str) -> list[dict]:
   return [{"image": ex["image"], "label": int(ex["label"])} for ex in tfds.as_numpy(ds)]
 
 
-@DATASETS.register("tfds:<name>")
-def tfds_dataset(c: ml_collections.ConfigDict, split: str) -> ImageDataset:
-  """Split `split` (any tfds split string, e.g. "train[:10%]") of tfds dataset c.name[5:].
+@DATASETS.register_prefix("tfds:")
+def tfds_dataset(c: ml_collections.ConfigDict, split: str, name: str) -> ImageDataset:
+  """Split `split` (any tfds split string, e.g. "train[:10%]") of tfds dataset `name`
+  (`data.name="tfds:<name>"`).
 
   Raises:
     FileNotFoundError: the dataset is not prepared in data.data_dir.
     ValueError: it has no "image"/"label" features.
   """
   import tensorflow_datasets as tfds
-  name = c.name.removeprefix("tfds:")
   if not name:
     raise ValueError("data.name='tfds:<name>' needs a tfds dataset name, e.g. 'tfds:cifar10'")
   builder = tfds.builder(name, data_dir=c.data_dir or None)

@@ -13,8 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-AUGMENTS = ("cifar", "inception", "flip", "none")
-
 
 def pad_crop_flip(images: np.ndarray, offsets: np.ndarray, flips: np.ndarray, *,
                   pad: int = 4) -> np.ndarray:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcomp.entropy.quantization import quantize
+from jaxcomp.entropy.quantization import quantize_latents
 from jaxcomp.ops.bounds import lower_bound
 
 
@@ -206,7 +206,7 @@ class EntropyBottleneck(nn.Module):
   def __call__(self, y: jax.Array, *, mode: str, key: jax.Array | None = None
                ) -> tuple[jax.Array, jax.Array]:
     """Quantizes `y` `(..., C)` around the medians and returns `(y_hat, likelihood)`."""
-    y_hat = quantize(y, mode, medians(self.quantiles), key=key)
+    y_hat = quantize_latents(y, mode, medians(self.quantiles), key=key)
     return y_hat, likelihood(y_hat, self.density, likelihood_bound=self.likelihood_bound)
 
   def medians(self) -> jax.Array:

@@ -22,10 +22,13 @@ Reports (`robustness.report`):
   replaced by the identity on the backward pass ("bpda"). Arms (workdir names
   without `_seed<k>`) are averaged over seeds.
 
-A defense is a pipeline of stages (`stages="pd+wd"`): "jpeg" (`jpeg_defense`),
-"pd" (`pixel_deflection`, guided by the model's R-CAM unless `rcam=False`),
-"wd" (`denoise_wavelet`, clipped to [0, 1]); `votes=N` scores it by the majority
-of N draws (Ens-10). Writes `robustness.json` and `robustness.md` to the workdir.
+A defense is a pipeline of registered stages (`stages="pd+wd"`,
+`jaxcomp.defenses.DEFENSE_STAGES`): "jpeg" (`jpeg_defense`), "pd"
+(`pixel_deflection`, guided by the model's R-CAM unless `rcam=False`), "wd"
+(`denoise_wavelet`, clipped to [0, 1]), ...; `votes=N` scores it by the majority
+of N draws (Ens-10). Attacks are `jaxcomp.attacks.ATTACKS` by name; reports are
+`REPORTS` by name. This module runs; `robustness_report` renders the Markdown.
+Writes `robustness.json` and `robustness.md` to the workdir.
 """
 
 from __future__ import annotations
@@ -49,21 +52,19 @@ from jaxcomp import attacks as attacks_lib
 from jaxcomp import defenses as defenses_lib
 from jaxcomp import writers
 from jaxcomp.config_lib import ConfigError
-from jaxcomp.evaluators import robustness
+from jaxcomp.evaluators import robustness, robustness_report
+from jaxcomp.evaluators.registry import EVALUATORS
 from jaxcomp.evaluators.runs import load_run
+from jaxcomp.registry import Registry
 from jaxcomp.tasks.classification import ClassificationTask
 
-ATTACKS: dict[str, Callable[..., Any]] = {
-    "fgsm": attacks_lib.fgsm, "bim": attacks_lib.bim, "pgd": attacks_lib.pgd,
-    "carlini_wagner_l2": attacks_lib.carlini_wagner_l2, "deepfool": attacks_lib.deepfool,
-    "jsma": attacks_lib.jsma, "lbfgs": attacks_lib.lbfgs}
 _INIT_ONLY = ("init", "sensitivity_checkpoint", "sensitivity_images", "quality",
               "quality_divisor", "q_max")
-STAGE_ARGS = {
-    "jpeg": ("quality", "subsampling"),
-    "pd": ("deflections", "window", "rcam"),
-    "wd": ("sigma", "wavelet", "mode", "method", "wavelet_levels", "convert2ycbcr",
-           "rescale_sigma")}
+_DEFENSE_META = ("stages", "group", "votes", "order")
+
+# report name -> (config) -> (report dict, Markdown).
+REPORTS: Registry[Callable[[ml_collections.ConfigDict], tuple[dict, str]]] = Registry(
+    "robustness report")
 
 
 def ordered(section: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
@@ -80,16 +81,17 @@ def build_attack(name: str, spec: Mapping[str, Any]) -> robustness.Attack:
   spec = dict(spec)
   spec.pop("order", None)
   method = spec.pop("method", None)
-  if method not in ATTACKS:
+  if method not in attacks_lib.ATTACKS:
     raise ConfigError(f"robustness.attacks.{name}.method={method!r} is not one of "
-                      f"{sorted(ATTACKS)}")
-  params = inspect.signature(ATTACKS[method]).parameters
+                      f"{attacks_lib.ATTACKS.names()}")
+  fn = attacks_lib.ATTACKS.get(method)
+  params = inspect.signature(fn).parameters
   allowed = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - {"target_labels"}
   unknown = sorted(set(spec) - allowed)
   if unknown:
     raise ConfigError(f"robustness.attacks.{name}: {method} takes no {unknown}; "
                       f"it takes {sorted(allowed)}")
-  return functools.partial(ATTACKS[method], **spec)
+  return functools.partial(fn, **spec)
 
 
 def build_defense(name: str, spec: Mapping[str, Any],
@@ -99,11 +101,11 @@ def build_defense(name: str, spec: Mapping[str, Any],
 
   Args:
     name: the defense's name (for error messages).
-    spec: `stages` ("+"-joined, applied left to right), `group` (report section),
-      `votes` (0: one draw; N: majority of N draws), `order` (position in the
-      report) and the stages' arguments.
+    spec: `stages` ("+"-joined registered stages, applied left to right),
+      `group` (report section), `votes` (0: one draw; N: majority of N draws),
+      `order` (position in the report) and the stages' arguments.
     rcam_fn: `images [B, H, W, 3] -> R-CAM [B, H, W]` of the defended model,
-      needed by a "pd" stage unless `rcam=False`.
+      for stages that use it ("pd" unless `rcam=False`).
 
   Returns:
     The defense and its metadata `{"group", "votes", "random"}`.
@@ -112,33 +114,29 @@ def build_defense(name: str, spec: Mapping[str, Any],
     ConfigError: unknown stage or argument.
   """
   spec = dict(spec)
-  spec.pop("order", None)
-  stages = str(spec.pop("stages", "")).split("+")
-  meta = {"group": str(spec.pop("group", "")), "votes": int(spec.pop("votes", 0)),
-          "random": "pd" in stages}
-  bad = [s for s in stages if s not in STAGE_ARGS]
+  names = str(spec.get("stages", "")).split("+")
+  bad = [s for s in names if s not in defenses_lib.DEFENSE_STAGES]
   if bad:
     raise ConfigError(f"robustness.defenses.{name}.stages: unknown stage(s) {bad}; "
-                      f"known: {sorted(STAGE_ARGS)} joined by '+'")
-  unknown = sorted(set(spec) - {a for s in stages for a in STAGE_ARGS[s]})
+                      f"known: {defenses_lib.DEFENSE_STAGES.names()} joined by '+'")
+  stages = [defenses_lib.DEFENSE_STAGES.get(s) for s in names]
+  meta = {"group": str(spec.get("group", "")), "votes": int(spec.get("votes", 0)),
+          "random": any(s.random for s in stages)}
+  arguments = {k: v for k, v in spec.items() if k not in _DEFENSE_META}
+  unknown = sorted(set(arguments) - {a for s in stages for a in s.args})
   if unknown:
-    raise ConfigError(f"robustness.defenses.{name}: stages {stages} take no {unknown}")
-  kwargs = {s: {k: v for k, v in spec.items() if k in STAGE_ARGS[s]} for s in stages}
-  use_rcam = bool(kwargs.get("pd", {}).pop("rcam", True))
-  if "pd" in stages and use_rcam and rcam_fn is None:
-    raise ValueError(f"defense {name!r} deflects guided by R-CAM but no rcam_fn was given")
+    raise ConfigError(f"robustness.defenses.{name}: stages {names} take no {unknown}")
+  context = {"rcam_fn": rcam_fn}
+  try:
+    fns = [s.make(context, **{k: v for k, v in arguments.items() if k in s.args})
+           for s in stages]
+  except ValueError as e:
+    raise ValueError(f"defense {name!r}: {e}") from None
 
   def defense(images: jax.Array, key: jax.Array) -> jax.Array:
     x = images
-    for i, stage in enumerate(stages):
-      k = jax.random.fold_in(key, i)
-      if stage == "jpeg":
-        x = defenses_lib.jpeg_defense(x, k, **kwargs["jpeg"])
-      elif stage == "pd":
-        rcam = jax.lax.stop_gradient(rcam_fn(x)) if use_rcam else None
-        x = defenses_lib.pixel_deflection(x, k, rcam=rcam, **kwargs["pd"])
-      else:
-        x = jnp.clip(defenses_lib.denoise_wavelet(x, **kwargs["wd"]), 0.0, 1.0)
+    for i, fn in enumerate(fns):
+      x = fn(x, jax.random.fold_in(key, i))
     return x
 
   return defense, meta
@@ -207,56 +205,7 @@ def _log(message: str) -> None:
   print(f"[robustness] {message}", file=sys.stderr, flush=True)
 
 
-def _pct(v: float) -> str:
-  return "" if np.isnan(v) else f"{100 * v:.1f}"
-
-
-def _pivot(records: list[robustness.Record], defenses: list[str], *, adaptive_columns: bool,
-           mean_row: bool = False) -> str:
-  """Accuracy % per attack (rows) and defense (columns)."""
-  cells = {(r.attack, r.defense, r.adaptive): r for r in records}
-  attack_names = list(dict.fromkeys(r.attack for r in records))
-  columns = [("none", False)]
-  for d in defenses:
-    columns.append((d, False))
-    if adaptive_columns and any(k[1] == d and k[2] for k in cells):
-      columns.append((d, True))
-  head = ["attack"] + [d + (" (BPDA+EOT)" if a else "") for d, a in columns]
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for name in attack_names:
-    row = [_pct(cells[name, d, a].accuracy) if (name, d, a) in cells else "" for d, a in columns]
-    lines.append(f"| {name} | " + " | ".join(row) + " |")
-  if mean_row:
-    means = []
-    for d, a in columns:
-      v = [cells[n, d, a].accuracy for n in attack_names if n != "clean" and (n, d, a) in cells]
-      means.append(_pct(float(np.mean(v))) if v else "")
-    lines.append("| mean over attacks | " + " | ".join(means) + " |")
-  return "\n".join(lines)
-
-
-def _destruction(records: list[robustness.Record], defenses: list[str]) -> str:
-  cells = {(r.attack, r.defense, r.adaptive): r for r in records}
-  attack_names = [a for a in dict.fromkeys(r.attack for r in records) if a != "clean"]
-  columns = [(d, a) for d in defenses for a in (False, True) if (attack_names[0], d, a) in cells]
-  head = ["attack"] + [d + (" (BPDA+EOT)" if a else "") for d, a in columns]
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for name in attack_names:
-    row = [f"{cells[name, d, a].destruction_rate:.3f}" if (name, d, a) in cells else ""
-           for d, a in columns]
-    lines.append(f"| {name} | " + " | ".join(row) + " |")
-  return "\n".join(lines)
-
-
-def _attack_stats(records: list[robustness.Record]) -> str:
-  lines = ["| attack | success on the bare model % | RMSE | L-inf |", "|---|---|---|---|"]
-  for r in records:
-    if r.defense == "none" and r.attack != "clean":
-      lines.append(f"| {r.attack} | {_pct(r.attack_success)} | {r.rmse:.4f} | {r.linf:.4f} |")
-  return "\n".join(lines)
-
-
-def _defense_table(config: ml_collections.ConfigDict, ablation: bool) -> tuple[dict, str]:
+def _defense_table(config: ml_collections.ConfigDict, ablation: bool = False) -> tuple[dict, str]:
   r = config.robustness
   attacks = {n: build_attack(n, s) for n, s in ordered(r.attacks)}
   if not attacks:
@@ -281,20 +230,20 @@ def _defense_table(config: ml_collections.ConfigDict, ablation: bool) -> tuple[d
   seconds = time.perf_counter() - start
   _log(f"done in {seconds:.0f} s")
   which = ", all classified correctly by the model" if r.only_correct else ""
-  md = [f"Checkpoint `{path}`: {count} images of `{task.eval_ds.name}` "
-        f"({task.eval_ds.split}){which}, seed {config.seed}; {seconds:.0f} s on "
-        f"{jax.devices()[0].device_kind}."]
-  groups = list(dict.fromkeys(m["group"] for _, m in built.values()))
-  for group in groups:
-    names = [n for n, (_, m) in built.items() if m["group"] == group]
-    md += ["", f"### Accuracy %{': ' + group if group else ''}", "",
-           _pivot(records, names, adaptive_columns=not ablation, mean_row=ablation)]
-  if not ablation:
-    md += ["", "### Destruction rate (Ch. 3.7)", "", _destruction(records, list(built)),
-           "", "### Attacks", "", _attack_stats(records)]
+  header = (f"Checkpoint `{path}`: {count} images of `{task.eval_ds.name}` "
+            f"({task.eval_ds.split}){which}, seed {config.seed}; {seconds:.0f} s on "
+            f"{jax.devices()[0].device_kind}.")
+  groups: dict[str, list[str]] = {}
+  for n, (_, m) in built.items():
+    groups.setdefault(m["group"], []).append(n)
+  md = robustness_report.defense_table(records, groups, ablation=ablation, header=header)
   report = {"checkpoint": str(path), "images": count, "seconds": seconds,
             "records": [_record_dict(x) for x in records]}
-  return report, "\n".join(md)
+  return report, md
+
+
+REPORTS.register("table", _defense_table)
+REPORTS.register("ablation", functools.partial(_defense_table, ablation=True))
 
 
 def _record_dict(r: robustness.Record) -> dict[str, Any]:
@@ -341,36 +290,17 @@ def _jpeg_dl_sweep(config: ml_collections.ConfigDict) -> tuple[dict, str]:
         rows.append({"run": str(path), "arm": arm, "mode": mode, "attack": name,
                      "eps": float(eps) if eps else 0.0, "accuracy": rec.accuracy,
                      "count": rec.count})
-  return {"rows": rows}, _sweep_markdown(rows, [float(e) for e in r.eps], list(base))
+  return {"rows": rows}, robustness_report.sweep(rows, [float(e) for e in r.eps], list(base))
 
 
-def _sweep_markdown(rows: list[dict], eps: list[float], attack_names: list[str]) -> str:
-  """Per attack: rows (arm, gradient mode), columns eps in /255 units, mean +- std over seeds."""
-  md = []
-  arms = list(dict.fromkeys((row["arm"], row["mode"]) for row in rows))
-  for name in attack_names:
-    head = ["arm", "gradients", "runs", "clean"] + [f"{255 * e:.3g}/255" for e in eps]
-    md += [f"### {name}: accuracy % (mean +- std over runs)", "",
-           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for arm, mode in arms:
-      def cell(attack, e):
-        v = np.asarray([x["accuracy"] for x in rows if x["arm"] == arm and x["mode"] == mode
-                        and x["attack"] == attack and np.isclose(x["eps"], e)]) * 100
-        return (len(v), f"{v.mean():.2f} +- {v.std(ddof=1) if len(v) > 1 else 0:.2f}")
-      runs, clean = cell("clean", 0.0)
-      md.append(f"| {arm} | {mode} | {runs} | {clean} | "
-                + " | ".join(cell(name, e)[1] for e in eps) + " |")
-    md.append("")
-  return "\n".join(md)
+REPORTS.register("jpeg_dl", _jpeg_dl_sweep)
 
 
+@EVALUATORS.register("robustness")
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs `config.robustness.report`; writes robustness.json / .md; returns the report."""
   r = config.robustness
-  if r.report == "jpeg_dl":
-    report, md = _jpeg_dl_sweep(config)
-  else:
-    report, md = _defense_table(config, ablation=r.report == "ablation")
+  report, md = REPORTS.get(r.report)(config)
   report = {"report": r.report, "config": config.to_dict(), **report}
   out = pathlib.Path(workdir)
   out.mkdir(parents=True, exist_ok=True)

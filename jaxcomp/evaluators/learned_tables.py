@@ -34,7 +34,7 @@ import numpy as np
 from jaxcomp import writers
 from jaxcomp.codecs import jpeg_files
 from jaxcomp.evaluators.runs import load_run
-from jaxcomp.layers import jpeg_layer as jpeg_layer_lib
+from jaxcomp.layers import jpeg_table_recipes
 
 
 def _accuracy(logits_fn, images: np.ndarray, labels: np.ndarray, batch: int = 500) -> float:
@@ -61,7 +61,7 @@ def evaluate(workdir: str, baseline: str | None = None) -> dict[str, Any]:
   ds = task.eval_ds
   images, labels = ds.read(np.arange(len(ds)))
   pixels = images.shape[1] * images.shape[2]
-  luma, chroma = jpeg_layer_lib.export_tables(variables["params"]["jpeg_layer"])
+  luma, chroma = jpeg_table_recipes.export_tables(variables["params"]["jpeg_layer"])
   tables = (luma,) if chroma is None else (luma, chroma)
   whole, coded, files = _sizes(images, qtables=tables, subsampling="4:4:4")
   decoded = np.stack([jpeg_files.decode_jpeg(f) for f in files])

@@ -14,6 +14,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxcomp.layers.parametrizers import REPARAM_OFFSET, nonnegative_init, nonnegative_value
+from jaxcomp.registry import Registry
+
+# A codec's `gdn` field -> the `simplified` flag of `gdn`.
+GDN_FORMS: Registry[bool] = Registry("GDN form")
+GDN_FORMS.register("classic", False)
+GDN_FORMS.register("simplified", True)
 
 
 def gdn(x: jax.Array, beta: jax.Array, gamma: jax.Array, *, inverse: bool = False,

@@ -27,9 +27,18 @@ def _channels(x: jax.Array, axis: int) -> list[jax.Array]:
   return [jnp.take(x, i, axis=axis) for i in range(3)]
 
 
-def _mix(channels: list[jax.Array], matrix: np.ndarray) -> list[jax.Array]:
-  """`matrix @ channels` written out as 9 scalar multiply-adds (fuses into one loop)."""
-  return [sum(float(matrix[o, i]) * channels[i] for i in range(3)) for o in range(3)]
+def mix(channels: list[jax.Array], matrix: np.ndarray) -> list[jax.Array]:
+  """`matrix @ channels` written out as scalar multiply-adds (XLA fuses them into one loop).
+
+  Args:
+    channels: C arrays of one shape.
+    matrix: [C_out, C] constants.
+
+  Returns:
+    C_out arrays: `out[o] = sum_i matrix[o, i] channels[i]`.
+  """
+  return [sum(float(matrix[o, i]) * channels[i] for i in range(len(channels)))
+          for o in range(matrix.shape[0])]
 
 
 def rgb_to_ycbcr(rgb: jax.Array, *, offset: float = 128.0, axis: int = -1) -> jax.Array:
@@ -44,11 +53,11 @@ def rgb_to_ycbcr(rgb: jax.Array, *, offset: float = 128.0, axis: int = -1) -> ja
   Returns:
     Same shape and dtype: Y, Cb, Cr on `axis`.
   """
-  y, cb, cr = _mix(_channels(rgb, axis), RGB_TO_YCBCR)
+  y, cb, cr = mix(_channels(rgb, axis), RGB_TO_YCBCR)
   return jnp.stack([y, cb + offset, cr + offset], axis=axis)
 
 
 def ycbcr_to_rgb(ycbcr: jax.Array, *, offset: float = 128.0, axis: int = -1) -> jax.Array:
   """Exact inverse of `rgb_to_ycbcr` with the same `offset`; same shapes and dtype."""
   y, cb, cr = _channels(ycbcr, axis)
-  return jnp.stack(_mix([y, cb - offset, cr - offset], YCBCR_TO_RGB), axis=axis)
+  return jnp.stack(mix([y, cb - offset, cr - offset], YCBCR_TO_RGB), axis=axis)

@@ -17,16 +17,38 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp.ops.rounding import add_uniform_noise, round_st
+from jaxcomp.registry import Registry
 
-QUANTIZERS = ("hard", "ste", "noise", "soft")
+# name -> quantizer(z, q, *, key, alpha, num_candidates, bits) -> z_hat.
+QUANTIZERS: Registry = Registry("quantizer")
+
+
+def index_window(q: jax.Array, *, num_candidates: int, bits: int | None = 8,
+                 bound: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """The lowest and highest candidate index of the soft quantizer, `(lo, hi)`.
+
+  Fixed b (the authors'): `[-2**(b-1) + 1, 2**(b-1) - 1]`, the same for every step.
+  `bound` (`bits=None`, jaxcomp's "auto" window): `+-(ceil(bound / q) + L)`, from the
+  largest |coefficient| the input can produce (`jpeg_transform.coefficient_bounds`),
+  so no such coefficient is ever clipped, whatever the step.
+  """
+  if bound is None:
+    if bits is None:
+      raise ValueError("give bits or an index bound")
+    half = 2.0 ** (bits - 1) - 1
+    return jnp.asarray(-half, q.dtype), jnp.asarray(half, q.dtype)
+  width = jnp.ceil(jnp.asarray(bound, q.dtype) / jax.lax.stop_gradient(q)) + num_candidates
+  return -width, width
 
 
 def soft_quantize(z: jax.Array, q: jax.Array, alpha: jax.Array | float, *,
-                  num_candidates: int = 5, bits: int = 8) -> jax.Array:
+                  num_candidates: int = 5, bits: int | None = 8,
+                  bound: jax.Array | None = None) -> jax.Array:
   """JPEG-DL soft quantizer: a softmax-weighted mean of `L` reconstruction points.
 
-  With `L = num_candidates` and `t = z / q`:
-  `i0 = clip(round(t) - floor(L/2), -2**(b-1) + 1, 2**(b-1) - L)`, candidates
+  With `L = num_candidates`, `t = z / q` and the index window `[lo, hi]`
+  (`index_window`: `[-2**(b-1) + 1, 2**(b-1) - 1]` for b bits):
+  `i0 = clip(round(t) - floor(L/2), lo, hi - L + 1)`, candidates
   `i_k = i0 + k` (k = 0..L-1), reconstruction points `r_k = i_k q` (the integer index
   carries no gradient, `q` does), weights `w_k = softmax_k(-alpha (z - r_k)**2)` and
   `z_hat = sum_k w_k r_k` (JPEG_DL.md; the authors' `helper/JPEG_layer.py`). The
@@ -50,21 +72,26 @@ def soft_quantize(z: jax.Array, q: jax.Array, alpha: jax.Array | float, *,
       [..., 8, 8] blocks).
     alpha: positive hardness, a scalar or broadcastable to `z`.
     num_candidates: L >= 1 (JPEG-DL: 5).
-    bits: b, the index range `[-2**(b-1) + 1, 2**(b-1)]` (JPEG-DL: 8; ImageNet 11).
+    bits: b, the index range `[-2**(b-1) + 1, 2**(b-1) - 1]` (JPEG-DL: 8; ImageNet 11);
+      None with `bound`.
+    bound: instead of b, the largest |z| per element (broadcastable to `z`): the
+      window `+-(ceil(bound / q) + L)` never clips such a coefficient.
 
   Returns:
     `z_hat`, same shape and dtype as `z`.
   """
-  if num_candidates < 1 or 2 ** (bits - 1) - num_candidates < -2 ** (bits - 1) + 1:
+  if num_candidates < 1 or (bound is None and (
+      bits is None or 2 ** (bits - 1) - num_candidates < -2 ** (bits - 1) + 1)):
     raise ValueError(f"need num_candidates >= 1 and 2**bits > 2 * num_candidates - 2, "
                      f"got num_candidates={num_candidates}, bits={bits}")
   q = jnp.asarray(q, z.dtype)
   alpha = jnp.asarray(alpha, z.dtype)
-  return _soft_quantize(num_candidates, bits, z, q, alpha)
+  lo, hi = index_window(q, num_candidates=num_candidates, bits=bits, bound=bound)
+  return _soft_quantize(num_candidates, z, q, alpha, lo, hi)
 
 
-def _moments(num_candidates: int, bits: int, z: jax.Array, q: jax.Array,
-             alpha: jax.Array, with_grads: bool):
+def _moments(num_candidates: int, z: jax.Array, q: jax.Array, alpha: jax.Array,
+             lo: jax.Array, hi: jax.Array, with_grads: bool):
   """Forward value and (optionally) the three partial derivatives, elementwise."""
   L = num_candidates
   beta = alpha * q * q                                  # small (table) shape
@@ -73,7 +100,7 @@ def _moments(num_candidates: int, bits: int, z: jax.Array, q: jax.Array,
   for _ in range(L - 2):
     g_pow.append(g_pow[-1] * g)                         # g**(m-1), m = 1..L-1
   t = z / q
-  i0 = jnp.clip(jnp.round(t) - L // 2, -2 ** (bits - 1) + 1, 2 ** (bits - 1) - L)
+  i0 = jnp.clip(jnp.round(t) - L // 2, lo, hi - L + 1)
   c = jnp.clip(jnp.round(t - i0), 0, L - 1)             # nearest candidate, 0..L-1
   b = i0 + c
   d = t - b
@@ -129,48 +156,59 @@ def _sum_to_shape(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return out.reshape(shape)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _soft_quantize(num_candidates, bits, z, q, alpha):
-  return _moments(num_candidates, bits, z, q, alpha, with_grads=False)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _soft_quantize(num_candidates, z, q, alpha, lo, hi):
+  return _moments(num_candidates, z, q, alpha, lo, hi, with_grads=False)
 
 
-def _soft_quantize_fwd(num_candidates, bits, z, q, alpha):
-  y, gz, gq, ga = _moments(num_candidates, bits, z, q, alpha, with_grads=True)
-  return y, (gz, gq, ga, q, alpha)
+def _soft_quantize_fwd(num_candidates, z, q, alpha, lo, hi):
+  y, gz, gq, ga = _moments(num_candidates, z, q, alpha, lo, hi, with_grads=True)
+  return y, (gz, gq, ga, q, alpha, lo, hi)
 
 
-def _soft_quantize_bwd(num_candidates, bits, residuals, ct):
-  del num_candidates, bits
-  gz, gq, ga, q, alpha = residuals
-  return ct * gz, _sum_to_shape(ct * gq, q.shape), _sum_to_shape(ct * ga, alpha.shape)
+def _soft_quantize_bwd(num_candidates, residuals, ct):
+  del num_candidates
+  gz, gq, ga, q, alpha, lo, hi = residuals     # the window carries no gradient
+  return (ct * gz, _sum_to_shape(ct * gq, q.shape), _sum_to_shape(ct * ga, alpha.shape),
+          jnp.zeros_like(lo), jnp.zeros_like(hi))
 
 
 _soft_quantize.defvjp(_soft_quantize_fwd, _soft_quantize_bwd)
 
 
-def quantize(z: jax.Array, q: jax.Array, *, quantizer: str = "hard",
-             key: jax.Array | None = None, alpha: jax.Array | float = 5.0,
-             num_candidates: int = 5, bits: int = 8) -> jax.Array:
+QUANTIZERS.register("hard", lambda z, q, **_: jnp.round(z / q) * q)
+QUANTIZERS.register("ste", lambda z, q, **_: round_st(z / q) * q)
+QUANTIZERS.register("soft", lambda z, q, *, alpha, num_candidates, bits, **_: soft_quantize(
+    z, q, alpha, num_candidates=num_candidates, bits=bits))
+
+
+@QUANTIZERS.register("noise")
+def _noise(z, q, *, key, **_):
+  if key is None:
+    raise ValueError("quantizer='noise' needs a PRNG key")
+  return add_uniform_noise(z / q, key) * q
+
+
+def quantize_dequantize(z: jax.Array, q: jax.Array, *, quantizer: str = "hard",
+                        key: jax.Array | None = None, alpha: jax.Array | float = 5.0,
+                        num_candidates: int = 5, bits: int = 8) -> jax.Array:
   """Quantize-dequantize `z` with steps `q` by the named quantizer (module docstring).
 
   Args:
     z: float coefficients.
     q: positive steps broadcastable to `z`.
-    quantizer: one of `QUANTIZERS`.
+    quantizer: a name in `QUANTIZERS` ("hard", "ste", "noise", "soft").
     key: PRNG key, required by "noise".
     alpha, num_candidates, bits: hyper-parameters of "soft" (see `soft_quantize`).
 
   Returns:
     Reconstructions `z_hat`, same shape and dtype as `z`.
+
+  Raises:
+    ValueError: an unknown quantizer, or "noise" without a key.
   """
-  if quantizer == "hard":
-    return jnp.round(z / q) * q
-  if quantizer == "ste":
-    return round_st(z / q) * q
-  if quantizer == "noise":
-    if key is None:
-      raise ValueError("quantizer='noise' needs a PRNG key")
-    return add_uniform_noise(z / q, key) * q
-  if quantizer == "soft":
-    return soft_quantize(z, q, alpha, num_candidates=num_candidates, bits=bits)
-  raise ValueError(f"unknown quantizer {quantizer!r}; expected one of {QUANTIZERS}")
+  try:
+    fn = QUANTIZERS.get(quantizer)
+  except KeyError as e:
+    raise ValueError(e.args[0]) from None
+  return fn(z, q, key=key, alpha=alpha, num_candidates=num_candidates, bits=bits)

@@ -1,10 +1,10 @@
 """Rate-distortion training of learned codecs (SPEC Sec. 3; Ballé et al. 2018, Eq. 2).
 
-Loss `L = R + lambda * 255^2 * MSE` (or `R + lambda * (1 - MS-SSIM)`), `R` in bits
-per pixel from the likelihoods of the noisy (or straight-through rounded)
-latents, plus the entropy bottleneck's auxiliary quantile loss, whose gradient
-reaches only the quantiles: `param_labels` puts them in the "aux" group, which
-the trainer optimises with Adam at `codec.aux_learning_rate`.
+Loss `L = R + lambda * 255^2 * MSE` (or `R + lambda * (1 - MS-SSIM)`: the
+registered `learned.DISTORTIONS`), `R` in bits per pixel from the likelihoods of
+the noisy (or straight-through rounded) latents, plus the entropy bottleneck's
+auxiliary quantile loss, whose gradient reaches only the quantiles: the configs
+put them in their own optimizer group (`("(^|/)quantiles$", "aux_optim")`, Adam).
 
 Data: random `codec.crop` squares of the photos in `data.path` (default
 `../shared/data/photos`); batch s depends on (seed, s) only. Evaluation: every
@@ -15,7 +15,7 @@ likelihoods of the rounded latents (`mode="dequantize"`).
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator
+from typing import Iterator
 
 import flax
 import jax
@@ -28,7 +28,7 @@ from jaxcomp import metrics
 from jaxcomp import parallel
 from jaxcomp.codecs import learned
 from jaxcomp.data.local import find_data
-from jaxcomp.tasks.base import TASKS, Batch, Variables
+from jaxcomp.tasks.base import TASKS, Batch, Task, Variables
 from jaxcomp.tasks.classification import to_unit_float
 
 
@@ -51,20 +51,21 @@ def random_crops(images: list[np.ndarray], *, crop: int, batch_size: int, seed: 
 
 
 @TASKS.register("rate_distortion")
-class RateDistortionTask:
+class RateDistortionTask(Task):
   """Trains `config.codec` on crops of `config.data.path` (see `tasks.base.Task`)."""
 
   def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-    self.config = config
-    self.mesh = mesh
+    super().__init__(config, mesh)
     codec = config.codec
     self.model = learned.from_config(codec)
     self.lmbda = rd_lambda(codec)
     if codec.crop % self.model.downsampling:
       raise ValueError(f"codec.crop={codec.crop} must be a multiple of "
                        f"{self.model.downsampling} for {codec.architecture}")
-    if codec.distortion == "ms_ssim" and codec.crop < 176:
-      raise ValueError(f"codec.distortion='ms_ssim' needs codec.crop >= 176, got {codec.crop}")
+    min_size = learned.DISTORTIONS.get(codec.distortion).min_size
+    if codec.crop < min_size:
+      raise ValueError(f"codec.distortion={codec.distortion!r} needs codec.crop >= {min_size}, "
+                       f"got {codec.crop}")
     parallel.check_batch_divisible(config.train.batch_size, mesh)
     photos = find_data(config.data.path, "photos", "codec training photos")
     self.train_images = [im for im in data_lib.load_images(photos)
@@ -111,10 +112,8 @@ class RateDistortionTask:
     out, bpp = self._forward(variables, x, mode=mode, key=rng)
     rate = sum(bpp.values())
     mse = jnp.mean(jnp.square(out["x_hat"] - x))
-    if self.config.codec.distortion == "mse":
-      distortion = self.lmbda * 255.0 ** 2 * mse
-    else:
-      distortion = self.lmbda * (1.0 - jnp.mean(metrics.ms_ssim(out["x_hat"], x)))
+    distortion = self.lmbda * learned.DISTORTIONS.get(self.config.codec.distortion).term(
+        out["x_hat"], x)
     aux = self.model.apply(variables, method=self.model.aux_loss)
     rd = rate + distortion
     scalars = {"loss": rd + aux, "rd_loss": rd, "bpp": rate, "mse": mse,
@@ -122,11 +121,9 @@ class RateDistortionTask:
                **{f"bpp_{k}": v for k, v in bpp.items()}}
     return rd + aux, (scalars, {})
 
-  def param_labels(self, params: Any) -> Any:
-    """"aux" for the entropy bottleneck's quantiles, "default" for the rest."""
-    flat = flax.traverse_util.flatten_dict(params)
-    return flax.traverse_util.unflatten_dict(
-        {k: ("aux" if k[-1] == "quantiles" else "default") for k in flat})
+  def apply_fn(self, variables: Variables, images: jax.Array) -> dict[str, jax.Array]:
+    """The codec's inference pass (`mode="dequantize"`) on [0, 1] images."""
+    return self.model.apply(variables, images, mode="dequantize")
 
   # --- evaluation -------------------------------------------------------------
   @functools.cached_property

@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 from jaxcomp.codecs import __main__ as cli
-from jaxcomp.codecs import learned, zoo
+from jaxcomp.codecs import learned, pretrained
 
 
 @pytest.fixture(scope="module")
 def model_name():
-  names = zoo.list_models()
+  names = pretrained.list_models()
   assert names, "no shipped model in jaxcomp/codecs/weights"
   return names[0]
 
@@ -76,7 +76,7 @@ def test_errors_are_one_line(model_name, image_file, tmp_path, capsys):
 
 
 def test_evaluate_a_family_writes_report_and_plot(image_file, tmp_path, capsys):
-  names = zoo.list_models()
+  names = pretrained.list_models()
   folder = image_file.parent
   report = tmp_path / "rd.json"
   argv = ["evaluate", "--images", folder, "--output", report, "--jpeg-qualities", "5,10,50"]
@@ -101,7 +101,7 @@ def test_evaluate_a_family_writes_report_and_plot(image_file, tmp_path, capsys):
 def test_export_a_chosen_step_with_its_metadata(model_name, tmp_path, capsys):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  (slow import)
 
-  _, params, meta = zoo.load(model_name)
+  _, params, meta = pretrained.load(model_name)
   codec = {k: meta[k] for k in ("architecture", "quality", "num_filters", "num_latent", "gdn",
                                 "distortion", "crop")}
   (tmp_path / "config.json").write_text(json.dumps({"codec": {**codec, "lmbda": 0.0}}))
@@ -114,7 +114,7 @@ def test_export_a_chosen_step_with_its_metadata(model_name, tmp_path, capsys):
   code, _, err = _run(["export", "--checkpoint", tmp_path, "--step", 10, "--dtype", "float32",
                        "--training-command", "python -m jaxcomp.main ...", out], capsys)
   assert code == 0, err
-  _, got, got_meta = zoo.load_file(out)
+  _, got, got_meta = pretrained.load_file(out)
   # Step 10 holds `params` (not the latest, step 20); only the quantiles are refitted on export.
   flat = flax.traverse_util.flatten_dict(got, sep="/")
   for k, v in flax.traverse_util.flatten_dict(params, sep="/").items():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcomp.codecs import bitstream, compression, learned, zoo
+from jaxcomp.codecs import bitstream, compression, learned, pretrained
 
 # rbg keys: XLA compiles threefry (the default) ~7x slower on CPU for model inits.
 KEY = jax.random.key(0, impl="rbg")
@@ -74,11 +74,11 @@ def test_fresh_process_decodes_identically(hyperprior, kodak, tmp_path):
   model, params = hyperprior
   image = kodak[:64, :128]
   data = compression.compress(model, params, image)
-  zoo.save(tmp_path / "m.npz", model, params)
+  pretrained.save(tmp_path / "m.npz", model, params)
   (tmp_path / "s.jcx").write_bytes(data)
-  script = ("import numpy as np, pathlib; from jaxcomp.codecs import zoo, compression\n"
+  script = ("import numpy as np, pathlib; from jaxcomp.codecs import pretrained, compression\n"
             f"d = pathlib.Path({str(tmp_path)!r})\n"
-            "m, p, _ = zoo.load_file(d / 'm.npz')\n"
+            "m, p, _ = pretrained.load_file(d / 'm.npz')\n"
             "np.save(d / 'x.npy', compression.decompress(m, p, (d / 's.jcx').read_bytes()))\n"
             "assert compression.compress(m, p, np.load(d / 'i.npy')) == (d / 's.jcx').read_bytes()\n")
   np.save(tmp_path / "i.npy", image)
@@ -122,8 +122,8 @@ def test_bad_images():
 
 def test_rate_matches_likelihood_estimate(kodak):
   """Shipped (trained) model: stream bits within 1 % of -sum log2 p, plus the header."""
-  name = zoo.list_models()[0]
-  model, params, _ = zoo.load(name)
+  name = pretrained.list_models()[0]
+  model, params, _ = pretrained.load(name)
   image = kodak[:256, :384]
   data = compression.compress(model, params, image, name=name)
   estimate = sum(compression.estimate_bits(model, params, image).values())

@@ -12,6 +12,7 @@ def jpeg_dl_run(tmp_path_factory):
   c = config_lib.base_config()
   c.model.name = "convnet_c2_32"   # the smallest zoo model: the flow is what is tested
   c.model.jpeg_layer = True
+  c.optim_groups = (("^jpeg_layer/", "jpeg_optim"),)
   c.model.jpeg.quality_divisor = 12.1
   c.train.num_steps = 2
   c.train.batch_size = 16
@@ -21,5 +22,6 @@ def jpeg_dl_run(tmp_path_factory):
   c.eval.batch_size = 16
   train.train_and_evaluate(c, str(root / "jdl"))
   c.model.jpeg_layer = False
+  c.optim_groups = ()
   train.train_and_evaluate(c, str(root / "base"))
   return root

@@ -34,8 +34,8 @@ def test_report_sizes_tables_and_accuracies(jpeg_dl_run, tmp_path):
 
 def test_exported_tables_are_the_files_tables(jpeg_dl_run):
   task, variables = load_run(jpeg_dl_run / "jdl")
-  from jaxcomp.layers import jpeg_layer
-  luma, chroma = jpeg_layer.export_tables(variables["params"]["jpeg_layer"])
+  from jaxcomp.layers import jpeg_table_recipes
+  luma, chroma = jpeg_table_recipes.export_tables(variables["params"]["jpeg_layer"])
   image, _ = task.eval_ds.read(np.arange(1))
   data = jpeg_files.encode_jpeg(image[0], qtables=(luma, chroma), subsampling="4:4:4")
   got = jpeg_files.quantization_tables(data)

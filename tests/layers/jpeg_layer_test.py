@@ -13,10 +13,11 @@ from PIL import Image
 from jaxcomp import config_lib, parallel
 from jaxcomp.codecs import jpeg_files
 from jaxcomp.codecs.jpeg import jpeg
-from jaxcomp.layers import jpeg_layer
+from jaxcomp.layers import jpeg_layer, jpeg_table_recipes
 from jaxcomp.layers.jpeg_layer import JpegLayer
 from jaxcomp.ops import color
 from jaxcomp.ops.jpeg_tables import LUMA_TABLE, quality_tables
+from jaxcomp.tasks import classification
 
 
 def images(shape, seed=0):
@@ -42,7 +43,7 @@ def test_trainable_parameter_count(kwargs, per_round, rounds):
 def test_from_config_and_initial_tables():
   cfg = config_lib.jpeg_layer_config()
   cfg.quality, cfg.quality_divisor, cfg.rounds = 50, 2.0, 2
-  layer = JpegLayer.from_config(cfg, 3)
+  layer = classification.build_jpeg_layer(cfg, 3)
   assert (layer.rounds, layer.alpha, layer.alpha_mode, layer.num_candidates, layer.bits) == (
       2, cfg.alpha, cfg.alpha_mode, cfg.num_candidates, cfg.bits)
   params = layer.init(jax.random.key(0), images((1, 8, 8, 3)))["params"]
@@ -54,7 +55,7 @@ def test_from_config_and_initial_tables():
   np.testing.assert_array_equal(p["chroma_q"], 7.0)
   cfg.init = "random"
   with pytest.raises(ValueError, match="init"):
-    JpegLayer.from_config(cfg, 3)
+    classification.build_jpeg_layer(cfg, 3)
 
 
 def test_hard_limit_is_jpeg_dl_pipeline_without_output_clamp():
@@ -208,7 +209,7 @@ def test_sensitivity_tables_match_an_independent_computation():
   batches = [(rng.uniform(size=(4, 16, 16, 3)).astype(np.float32), rng.integers(0, 5, 4))
              for _ in range(2)]
   logits_fn = lambda x: x.reshape(x.shape[0], -1) @ jnp.asarray(weights, x.dtype)
-  luma, chroma = jpeg_layer.sensitivity_tables(logits_fn, batches, q_max=10.0)
+  luma, chroma = jpeg_table_recipes.sensitivity_tables(logits_fn, batches, q_max=10.0)
   # By hand (float64): d CE_mean / d x = (softmax - onehot) W^T / B; the layer's output is
   # (M^-1 (ycc - offset) + 128) / 255, so d/d ycc = M^-T (d/d x) / 255; ycc = IDCT(z)
   # blockwise, so d/d z = DCT(d/d ycc).
@@ -229,13 +230,13 @@ def test_sensitivity_tables_match_an_independent_computation():
   # A luma-only classifier leaves chroma insensitive: the steps saturate at 255.
   luma_of = lambda x: (x @ jnp.asarray([.299, .587, .114], x.dtype))[..., None]
   grey_logits = lambda x: logits_fn(jnp.repeat(luma_of(x), 3, axis=-1))
-  _, chroma_free = jpeg_layer.sensitivity_tables(grey_logits, batches, q_max=10.0)
+  _, chroma_free = jpeg_table_recipes.sensitivity_tables(grey_logits, batches, q_max=10.0)
   np.testing.assert_array_equal(chroma_free, 255.0)
 
 
 def test_lsq_tables_match_an_independent_computation():
   x = np.random.default_rng(1).uniform(size=(3, 12, 20, 3))
-  luma, chroma = jpeg_layer.lsq_tables(jnp.asarray(x, jnp.float32), bits=8)
+  luma, chroma = jpeg_table_recipes.lsq_tables(jnp.asarray(x, jnp.float32), bits=8)
   ycc = x * 255 - 128
   ycc = ycc @ color.RGB_TO_YCBCR.T + [0.0, 0.5, 0.5]
   planes = np.pad(np.moveaxis(ycc, -1, 0), ((0, 0), (0, 0), (0, 4), (0, 4)))   # zeros
@@ -269,7 +270,7 @@ def test_exported_tables_make_standard_files_matching_the_hard_path(shared_data)
   luma[0, 1], luma[7, 7] = 0.2, 300.0
   chroma = quality_tables(60)[1] * 0.81
   params = jpeg_layer.set_tables(params, luma, chroma)
-  ex_luma, ex_chroma = jpeg_layer.export_tables(params)
+  ex_luma, ex_chroma = jpeg_table_recipes.export_tables(params)
   assert ex_luma.dtype == np.int32 and ex_luma[0, 1] == 1 and ex_luma[7, 7] == 255
   np.testing.assert_array_equal(ex_luma[1:, :6], np.round(luma[1:, :6]))
   data = jpeg_files.encode_jpeg(crop, qtables=(ex_luma, ex_chroma), subsampling="4:4:4")
@@ -282,7 +283,7 @@ def test_exported_tables_make_standard_files_matching_the_hard_path(shared_data)
   mse = np.mean((decoded.astype(np.float64) - hard) ** 2)
   assert 10 * np.log10(255 ** 2 / mse) >= 40.0
   grey = JpegLayer(num_channels=1).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
-  assert jpeg_layer.export_tables(grey)[1] is None
+  assert jpeg_table_recipes.export_tables(grey)[1] is None
 
 
 @pytest.mark.parametrize("layer,x,match", [

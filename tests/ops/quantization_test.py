@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 
-from jaxcomp.ops.quantization import quantize, soft_quantize
+from jaxcomp.ops.quantization import quantize_dequantize, soft_quantize
 
 
 def reference_soft(z, q, alpha, num_candidates=5, bits=8):
@@ -100,21 +100,21 @@ def test_straight_through_and_hard_quantizers():
   z = jnp.linspace(-20.0, 20.0, 101)
   q = 3.0
   for name in ("hard", "ste"):
-    np.testing.assert_array_equal(jax.jit(lambda v: quantize(v, q, quantizer=name))(z),
+    np.testing.assert_array_equal(jax.jit(lambda v: quantize_dequantize(v, q, quantizer=name))(z),
                                   jnp.round(z / q) * q)
-  g_ste = jax.jit(jax.grad(lambda v: quantize(v, q, quantizer="ste").sum()))(z)
+  g_ste = jax.jit(jax.grad(lambda v: quantize_dequantize(v, q, quantizer="ste").sum()))(z)
   np.testing.assert_array_equal(g_ste, jnp.ones_like(z))       # straight-through: identity
-  g_hard = jax.jit(jax.grad(lambda v: quantize(v, q, quantizer="hard").sum()))(z)
+  g_hard = jax.jit(jax.grad(lambda v: quantize_dequantize(v, q, quantizer="hard").sum()))(z)
   np.testing.assert_array_equal(g_hard, jnp.zeros_like(z))
 
 
 def test_noise_quantizer():
   z = jnp.zeros((10000,))
-  noisy = jax.jit(lambda v, k: quantize(v, 4.0, quantizer="noise", key=k))(z, jax.random.key(0))
+  noisy = jax.jit(lambda v, k: quantize_dequantize(v, 4.0, quantizer="noise", key=k))(z, jax.random.key(0))
   assert float(jnp.abs(noisy).max()) <= 2.0                      # U(-q/2, q/2)
   assert abs(float(jnp.var(noisy)) - 16.0 / 12.0) < 0.1          # q**2 / 12
   with pytest.raises(ValueError, match="PRNG key"):
-    quantize(z, 1.0, quantizer="noise")
+    quantize_dequantize(z, 1.0, quantizer="noise")
 
 
 def test_vmap_and_broadcast_tables():
@@ -128,7 +128,7 @@ def test_vmap_and_broadcast_tables():
 
 def test_errors():
   with pytest.raises(ValueError, match="unknown quantizer"):
-    quantize(jnp.zeros(3), 1.0, quantizer="round")
+    quantize_dequantize(jnp.zeros(3), 1.0, quantizer="round")
   with pytest.raises(ValueError, match="num_candidates"):
     soft_quantize(jnp.zeros(3), 1.0, 1.0, num_candidates=0)
   with pytest.raises(ValueError, match="num_candidates"):

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcomp import config_lib, data as data_lib, parallel
+from jaxcomp import config_lib, data as data_lib, optim, parallel
 from jaxcomp.tasks import rate_distortion
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -58,11 +58,11 @@ def test_batches_are_a_function_of_seed_and_step(task):
 def test_loss_labels_and_a_few_steps(task):
   batch = next(task.train_iterator(seed=0, start_step=0))
   variables = jax.jit(task.init_variables)(jax.random.key(0, impl="rbg"), batch)
-  labels = task.param_labels(variables["params"])
+  labels = optim.group_labels(variables["params"], task.config.optim_groups)
   flat = flax.traverse_util.flatten_dict(labels, sep="/")
-  assert flat["entropy_bottleneck/quantiles"] == "aux"
-  assert {v for k, v in flat.items() if not k.endswith("quantiles")} == {"default"}
-  tx = optax.multi_transform({"default": optax.adam(1e-3), "aux": optax.adam(1e-2)}, labels)
+  assert flat["entropy_bottleneck/quantiles"] == "aux_optim"
+  assert {v for k, v in flat.items() if not k.endswith("quantiles")} == {"optim"}
+  tx = optax.multi_transform({"optim": optax.adam(1e-3), "aux_optim": optax.adam(1e-2)}, labels)
   params, state = variables["params"], tx.init(variables["params"])
 
   @jax.jit

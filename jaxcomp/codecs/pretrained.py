@@ -1,11 +1,12 @@
 """Trained codec parameters: the models shipped in `jaxcomp/codecs/weights/` and user checkpoints.
 
 A shipped model is one `.npz` file: every parameter under its '/'-joined path
-(float32 or float16), plus `__meta__`, a JSON object with at least
-`architecture`, `num_filters`, `num_latent`, `gdn` (and how it was trained).
-`load(name)` rebuilds the Flax module and the parameter tree with no network
-and no orbax; `load_checkpoint(workdir)` reads a `jaxcomp.main` run directory
-(its `config.json` and latest orbax checkpoint).
+(float32 or float16), plus `__meta__`, a JSON object with the `architecture`
+(a registered codec, `learned.CODECS`), the codec's constructor fields
+(`num_filters`, `num_latent`, `gdn`, ...) and how it was trained. `load(name)`
+rebuilds the Flax module and the parameter tree with no network and no orbax;
+`load_checkpoint(workdir)` reads a `jaxcomp.main` run directory (through
+`jaxcomp.checkpoint.read_run`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 
 import flax
 import flax.linen as nn
+import jax
 import numpy as np
 
+from jaxcomp import checkpoint
 from jaxcomp.codecs import learned
 
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
@@ -32,8 +35,10 @@ def list_models() -> list[str]:
 def save(path: str | pathlib.Path, model: nn.Module, params: Any, *,
          dtype: str = "float32", **metadata: Any) -> None:
   """Writes `params` of `model` (with `metadata`) as a weights `.npz` file."""
-  meta = {"architecture": learned.architecture_of(model), "num_filters": model.num_filters,
-          "num_latent": model.num_latent or model.num_filters, "gdn": model.gdn, **metadata}
+  fields = learned.fields_of(model)
+  if "num_latent" in fields:
+    fields["num_latent"] = fields["num_latent"] or model.num_filters
+  meta = {"architecture": learned.architecture_of(model), **fields, **metadata}
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
   arrays = {k: np.asarray(v).astype(dtype) for k, v in flat.items()}
   with open(path, "wb") as f:
@@ -45,8 +50,8 @@ def load_file(path: str | pathlib.Path) -> tuple[nn.Module, dict, dict]:
   with np.load(path, allow_pickle=False) as z:
     meta = json.loads(str(z[_META]))
     flat = {k: z[k].astype(np.float32) for k in z.files if k != _META}
-  model = learned.build(meta["architecture"], num_filters=meta["num_filters"],
-                        num_latent=meta["num_latent"], gdn=meta["gdn"])
+  cls = learned.CODECS.get(meta["architecture"])
+  model = learned.build(meta["architecture"], **{k: meta[k] for k in learned.fields_of(cls())})
   return model, flax.traverse_util.unflatten_dict(flat, sep="/"), meta
 
 
@@ -72,24 +77,20 @@ def load_checkpoint(workdir: str | pathlib.Path, *, step: int | None = None
   Raises:
     FileNotFoundError: no `config.json`, no checkpoint, or no checkpoint at `step`.
   """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  (slow import, rarely used)
-
-  workdir = pathlib.Path(workdir)
-  config_file = workdir / "config.json"
-  if not config_file.is_file():
-    raise FileNotFoundError(f"{workdir} is not a jaxcomp run directory (no config.json)")
-  codec = json.loads(config_file.read_text())["codec"]
+  config, state, step = checkpoint.read_run(workdir, step=step)
+  codec = config.get("codec")
+  if not codec:
+    raise FileNotFoundError(f"{workdir} is not a learned-codec run (no codec in its config)")
   model = learned.from_config(codec)
-  manager = ocp.CheckpointManager((workdir / "checkpoints").resolve())
-  steps = manager.all_steps()
-  if not steps or (step is not None and step not in steps):
-    manager.close()
-    raise FileNotFoundError(f"no checkpoint{'' if step is None else f' at step {step}'} in "
-                            f"{workdir / 'checkpoints'} (steps: {sorted(steps)})")
-  step = max(steps) if step is None else step
-  state = manager.restore(step, args=ocp.args.StandardRestore())
-  manager.close()
   flat = flax.traverse_util.flatten_dict(state["params"])
+  x = jax.ShapeDtypeStruct((1, model.downsampling, model.downsampling, 3), jax.numpy.float32)
+  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), jax.numpy.zeros(x.shape),
+                                               mode="dequantize"))["params"]
+  expected = {k: v.shape for k, v in flax.traverse_util.flatten_dict(expected).items()}
+  if expected != {k: tuple(np.shape(v)) for k, v in flat.items()}:
+    raise ValueError(f"the checkpoint in {workdir} does not hold a {codec['architecture']} codec "
+                     f"(N={model.num_filters}, M={model.num_latent}) as its config says "
+                     "(is it a run of another task?)")
   params = flax.traverse_util.unflatten_dict({k: np.asarray(v, np.float32)
                                               for k, v in flat.items()})
-  return model, params, {**codec, "step": int(step)}
+  return model, params, {**codec, "step": step}
