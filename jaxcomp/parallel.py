@@ -8,6 +8,7 @@ large parameters, sharded on "model" along their largest divisible axis.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -15,15 +16,64 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
-def initialize_distributed() -> None:
-  """Calls `jax.distributed.initialize()` on multi-host jobs (TPU pods, SLURM, ...).
+# Set by launch/multihost.sh (or by hand): the coordinator and this process's place.
+COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"   # host:port of process 0 (read by JAX too)
+NUM_PROCESSES_ENV = "JAX_NUM_PROCESSES"
+PROCESS_ID_ENV = "JAX_PROCESS_ID"
+# Set by launch/tpu_vm.sh and launch/slurm.sh: initialise, and let JAX read the
+# scheduler's environment (Cloud TPU metadata, SLURM_* of the job step).
+DISTRIBUTED_ENV = "JAXCOMP_DISTRIBUTED"
 
-  A single-process run (no coordinator in the environment) is left alone.
+
+def distributed_kwargs(env: Mapping[str, str]) -> dict[str, Any] | None:
+  """The arguments of `jax.distributed.initialize` that an environment calls for.
+
+  Args:
+    env: environment variables (`os.environ`).
+
+  Returns:
+    None for a single-process run; else the keyword arguments ({} = JAX detects
+    everything from the scheduler), in this order of precedence:
+    * `JAX_COORDINATOR_ADDRESS` with `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`
+      (hosts without a scheduler, `launch/multihost.sh`); JAX itself reads
+      `JAX_LOCAL_DEVICE_IDS` for the devices a process owns;
+    * `JAXCOMP_DISTRIBUTED=1` (the TPU and SLURM launchers), a SLURM job step of
+      more than one task (`SLURM_STEP_NODELIST` with `SLURM_NTASKS` > 1), or a
+      GKE TPU slice (`TPU_WORKER_HOSTNAMES`, `MEGASCALE_COORDINATOR_ADDRESS`).
+
+  Raises:
+    ValueError: a coordinator without a process count and id, or values that
+      are not integers with 0 <= id < count.
   """
-  multi_host_env = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES",
-                    "SLURM_JOB_NUM_NODES", "MEGASCALE_COORDINATOR_ADDRESS")
-  if any(os.environ.get(k) for k in multi_host_env) and not jax.distributed.is_initialized():
-    jax.distributed.initialize()
+  if env.get(COORDINATOR_ENV):
+    missing = [k for k in (NUM_PROCESSES_ENV, PROCESS_ID_ENV) if not env.get(k)]
+    if missing:
+      raise ValueError(f"{COORDINATOR_ENV}={env[COORDINATOR_ENV]} is set but "
+                       f"{' and '.join(missing)} not (launch/multihost.sh sets all three)")
+    try:
+      count, index = int(env[NUM_PROCESSES_ENV]), int(env[PROCESS_ID_ENV])
+    except ValueError:
+      raise ValueError(f"{NUM_PROCESSES_ENV}={env[NUM_PROCESSES_ENV]!r} and {PROCESS_ID_ENV}="
+                       f"{env[PROCESS_ID_ENV]!r} must be integers") from None
+    if not 0 <= index < count:
+      raise ValueError(f"{PROCESS_ID_ENV}={index} must be in [0, {NUM_PROCESSES_ENV}={count})")
+    return {"coordinator_address": env[COORDINATOR_ENV], "num_processes": count,
+            "process_id": index}
+  slurm_step = env.get("SLURM_STEP_NODELIST") and int(env.get("SLURM_NTASKS") or 1) > 1
+  if (env.get(DISTRIBUTED_ENV) == "1" or slurm_step or env.get("TPU_WORKER_HOSTNAMES")
+      or env.get("MEGASCALE_COORDINATOR_ADDRESS")):
+    return {}
+  return None
+
+
+def initialize_distributed() -> None:
+  """Calls `jax.distributed.initialize` on multi-process jobs (`distributed_kwargs`).
+
+  A single-process run, or one already initialised, is left alone.
+  """
+  kwargs = distributed_kwargs(os.environ)
+  if kwargs is not None and not jax.distributed.is_initialized():
+    jax.distributed.initialize(**kwargs)
 
 
 def create_mesh(model_axis: int = 1, devices: list[jax.Device] | None = None) -> Mesh:
