@@ -45,6 +45,17 @@ def jpeg_layer_config() -> ConfigDict:
   ))
 
 
+def hrs_config() -> ConfigDict:
+  """Defaults of the Highest Rank Selector experiments (paper 003, SPEC Sec. 5; configs/hrs.py)."""
+  return ConfigDict(dict(
+      checkpoint="",             # workdir of a trained classification run (required)
+      # JPEG qualities of the versions after the original: 1..100, strictly decreasing.
+      qualities=(100, 90, 80, 70, 60, 50, 40, 30, 20, 10),
+      fusion="weighted",         # 11-input network: "weighted" (softmax weights) | "concat"
+      batch_size=500,            # selection report: images per chunk and per classifier call
+  ))
+
+
 def base_config() -> ConfigDict:
   """All fields any experiment may set, with their defaults."""
   c = ConfigDict()
@@ -114,6 +125,9 @@ def base_config() -> ConfigDict:
       crop=256,                  # training crop size
       eval_path="",              # folder of eval PNGs; "" -> Kodak (shared data or packaged sample)
   ))
+
+  # The Highest Rank Selector (mode="selection", task="multi_version"; configs/hrs.py).
+  c.hrs = hrs_config()
 
   c.parallel = ConfigDict(dict(
       model_axis=1,              # size of the second mesh axis ("model")
@@ -192,7 +206,7 @@ TRAINER_MODES = ("train_and_evaluate", "train", "evaluate")
 # Extra values a key accepts besides the registered names.
 _ALSO = {"data.augment": ("default",)}
 
-_POSITIVE = ("robustness.batch_size", "train.batch_size", "eval.batch_size",
+_POSITIVE = ("robustness.batch_size", "hrs.batch_size", "train.batch_size", "eval.batch_size",
              "train.grad_accum_steps", "train.keep_checkpoints", "optim.learning_rate",
              "parallel.model_axis",
              "model.jpeg.rounds", "model.jpeg.num_candidates", "model.jpeg.q_max",

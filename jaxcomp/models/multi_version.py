@@ -37,7 +37,10 @@ class MultiVersionNet(nn.Module):
     fusion: "weighted" or "concat" (module docstring).
     train_trunk: when False (partial training), the trunk always runs in
       inference mode, so its BatchNorm keeps the trained running statistics
-      even in a train step; when True it follows `train`.
+      even in a train step, and its outputs are `stop_gradient`ed (its
+      parameters' gradients are zero, and the backward pass skips it); when
+      True it follows `train`. Freeze its parameters with an optimizer group
+      too (`^trunk/`), or weight decay would still move them.
     dtype: compute dtype of the head (parameters stay float32).
   """
   trunk: nn.Module
@@ -66,6 +69,8 @@ class MultiVersionNet(nn.Module):
       raise ValueError(f"expected versions [B, V, H, W, C], got shape {x.shape}")
     b, v = x.shape[:2]
     _, aux = self.trunk(x.reshape(b * v, *x.shape[2:]), train=train and self.train_trunk)
+    if not self.train_trunk:     # no gradient flows into a fixed trunk: no backward pass through it
+      aux = jax.lax.stop_gradient(aux)
     feats = aux["pre_logits"].reshape(b, v, -1)
     out = {"features": aux["features"].reshape(b, v, *aux["features"].shape[1:])}
     if self.fusion == "weighted":

@@ -16,6 +16,7 @@ the IDAT chunks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -147,17 +148,30 @@ def jpeg_versions(images: np.ndarray, qualities: Sequence[int] = QUALITIES, *,
                   subsampling="4:2:0" if images.shape[-1] == 3 else "none")
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _logits_of(apply_fn: Callable[..., Any], variables: Any, chunk: jax.Array) -> jax.Array:
+  """float32 logits [N, K] of a chunk [N, H, W, C] (uint8 scaled to [0, 1]).
+
+  Jitted once per `apply_fn` (hashable, static) and chunk shape, so that calls
+  on successive batches of a dataset reuse the compiled classifier."""
+  x = chunk.astype(jnp.float32) / 255.0 if chunk.dtype == jnp.uint8 else chunk
+  out = apply_fn(variables, x)
+  return (out[0] if isinstance(out, tuple) else out).astype(jnp.float32)
+
+
 def classify_versions(apply_fn: Callable[..., Any], variables: Any, versions: np.ndarray, *,
                       batch_size: int) -> np.ndarray:
   """A classifier's logits on every version of every image.
 
   The V x B images are flattened to one axis and classified in chunks of
-  `batch_size` by one jitted call (the last chunk padded, so it compiles once);
+  `batch_size` by one jitted call (the last chunk padded, so it compiles once,
+  and once for all calls with the same `apply_fn` and chunk shape);
   the versions stay on the host and at most two chunks are on the device at once.
 
   Args:
     apply_fn: `apply_fn(variables, images) -> logits [N, K]` or `(logits, aux)`
-      (a zoo model's or `ImageClassifier`'s `apply`, whose `train` defaults to False).
+      (a zoo model's or `ImageClassifier`'s `apply`, whose `train` defaults to False);
+      hashable (a bound method or a plain function): the jit cache's key.
     variables: the model's variables.
     versions: [V, B, H, W, C]; uint8 is scaled to float32 in [0, 1] (the
       `ImageClassifier` input); floats are passed unchanged.
@@ -175,20 +189,13 @@ def classify_versions(apply_fn: Callable[..., Any], variables: Any, versions: np
   v, b = versions.shape[:2]
   flat = versions.reshape(v * b, *versions.shape[2:])
   size = min(batch_size, v * b)
-
-  @jax.jit
-  def logits_of(variables, chunk):
-    x = chunk.astype(jnp.float32) / 255.0 if chunk.dtype == jnp.uint8 else chunk
-    out = apply_fn(variables, x)
-    return (out[0] if isinstance(out, tuple) else out).astype(jnp.float32)
-
   chunks = []
   for start in range(0, v * b, size):
     chunk = flat[start:start + size]
     n = len(chunk)
     if n < size:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - n, axis=0)])
-    chunks.append(logits_of(variables, chunk)[:n])
+    chunks.append(_logits_of(apply_fn, variables, chunk)[:n])
     if len(chunks) > 1:           # at most two chunks in flight: overlap, bounded memory
       chunks[-2] = np.asarray(chunks[-2])
   return np.concatenate([np.asarray(c) for c in chunks]).reshape(v, b, -1)
