@@ -56,6 +56,28 @@ def hrs_config() -> ConfigDict:
   ))
 
 
+def compressed_domain_config() -> ConfigDict:
+  """Defaults of classification in the compressed domain (`task="compressed_domain"`,
+  `jaxcomp.tasks.compressed_domain`; SPEC Sec. 6, configs/compressed_domain.py)."""
+  return ConfigDict(dict(
+      codec="hyperprior-q3",     # a shipped hyperprior, a weights .npz or a rate_distortion workdir
+      input="latents",           # "latents" (y-hat, sigma-hat) | "decoded" | "pixels" (baselines)
+      encoder="frozen",          # latents: "frozen" (cached; freeze ^codec/) | "joint" (fine-tuned)
+      upsample=4,                # image side x this before coding (CIFAR 32 -> 128: 8x8 latents)
+      rate_weight=0.0,           # joint loss: CE + rate_weight * bpp(coded) + distortion_weight * D
+      distortion_weight=0.0,     # D: the codec's training distortion term (e.g. 255^2 MSE)
+      quantization="ste",        # the codec's training proxy in joint mode: "ste" | "noise"
+      crop=8,                    # aligned crop of y-hat and sigma-hat (centred in evaluation)
+      pad=1,                     # zeros around the latents before the training crop
+      flip=True,                 # aligned horizontal flips in training
+      resize=0,                  # resize the latents to this side first (report 004: 32); 0 -> no
+      width=1.0,                 # cResNet width multiplier (Table 2 widths x this)
+      depth=1.0,                 # cResNet blocks-per-stage multiplier ([4, 6, 3] x this)
+      eval_psnr=False,           # joint mode: also decode in evaluation and report PSNR
+      init_from="",              # workdir of a compressed_domain run: start from its classifier
+  ))
+
+
 def base_config() -> ConfigDict:
   """All fields any experiment may set, with their defaults."""
   c = ConfigDict()
@@ -128,6 +150,9 @@ def base_config() -> ConfigDict:
 
   # The Highest Rank Selector (mode="selection", task="multi_version"; configs/hrs.py).
   c.hrs = hrs_config()
+
+  # Classification in the compressed domain (task="compressed_domain"; SPEC Sec. 6).
+  c.compressed_domain = compressed_domain_config()
 
   c.parallel = ConfigDict(dict(
       model_axis=1,              # size of the second mesh axis ("model")
@@ -210,10 +235,13 @@ _POSITIVE = ("robustness.batch_size", "hrs.batch_size", "train.batch_size", "eva
              "train.grad_accum_steps", "train.keep_checkpoints", "optim.learning_rate",
              "parallel.model_axis",
              "model.jpeg.rounds", "model.jpeg.num_candidates", "model.jpeg.q_max",
-             "model.jpeg.q_min", "model.jpeg.alpha")
+             "model.jpeg.q_min", "model.jpeg.alpha", "compressed_domain.upsample",
+             "compressed_domain.crop", "compressed_domain.width", "compressed_domain.depth")
 _NON_NEGATIVE = ("robustness.num_examples", "robustness.eot_samples", "train.epochs",
                  "train.num_steps", "train.label_smoothing", "train.ema_decay",
-                 "data.num_train_examples", "data.num_eval_examples", "data.image_size")
+                 "data.num_train_examples", "data.num_eval_examples", "data.image_size",
+                 "compressed_domain.rate_weight", "compressed_domain.distortion_weight",
+                 "compressed_domain.pad", "compressed_domain.resize")
 _BELOW_ONE = ("train.ema_decay",)
 _AT_MOST_ONE = ("train.label_smoothing",)
 # In every optimizer section (`optimizer_config()`); "optim.learning_rate" is > 0 above.

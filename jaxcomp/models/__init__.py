@@ -14,6 +14,7 @@ from typing import Any
 import jax
 
 from jaxcomp.models import convnet, densenet, mobilenetv2, resnet, shufflenetv2  # noqa: F401
+from jaxcomp.models import cresnet  # noqa: F401
 from jaxcomp.models import squeezenet, vgg  # noqa: F401
 from jaxcomp.models.registry import MODELS
 

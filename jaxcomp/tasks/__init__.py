@@ -7,6 +7,7 @@ The one trainer (`jaxcomp.train`) runs any registered task (`TASKS`):
 
 from jaxcomp.tasks import classification, rate_distortion  # noqa: F401  (register the tasks)
 from jaxcomp.tasks import multi_version  # noqa: F401
+from jaxcomp.tasks import compressed_domain  # noqa: F401
 from jaxcomp.tasks.base import TASKS, Task, get_task
 
 __all__ = ["TASKS", "Task", "get_task"]
