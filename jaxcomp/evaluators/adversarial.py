@@ -59,7 +59,7 @@ from jaxcomp.registry import Registry
 from jaxcomp.tasks.classification import ClassificationTask
 
 _INIT_ONLY = ("init", "sensitivity_checkpoint", "sensitivity_images", "quality",
-              "quality_divisor", "q_max")
+              "quality_divisor", "q_max", "sensitivity_bn", "step_floor", "lsq_grad_scale")
 _DEFENSE_META = ("stages", "group", "votes", "order")
 
 # report name -> (config) -> (report dict, Markdown).
@@ -265,6 +265,8 @@ def _jpeg_dl_sweep(config: ml_collections.ConfigDict) -> tuple[dict, str]:
   models: dict[str, tuple[Callable, dict[str, Any]]] = {}  # one per architecture
   for path in _checkpoints(r.checkpoints):
     task, variables = load_run(path)
+    if task.config.model.jpeg_layer:
+      task.log_jpeg_diagnostic(variables["params"])
     batches = evaluation_batches(task, variables, num_examples=r.num_examples,
                                  only_correct=r.only_correct, batch_size=r.batch_size,
                                  seed=config.seed)

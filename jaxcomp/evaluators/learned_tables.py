@@ -70,6 +70,7 @@ def evaluate(workdir: str, baseline: str | None = None) -> dict[str, Any]:
   report: dict[str, Any] = {
       "workdir": str(workdir), "dataset": ds.name, "split": ds.split, "images": len(ds),
       "tables": {"luma": luma.tolist(), "chroma": None if chroma is None else chroma.tolist()},
+      "layer_diagnostic": task.log_jpeg_diagnostic(variables["params"]),
       "learned": {"bytes": whole.mean(), "entropy_coded_bytes": coded.mean(),
                   "bpp": 8 * whole.mean() / pixels, "entropy_coded_bpp": 8 * coded.mean() / pixels,
                   "accuracy_decoded_files": _accuracy(backbone_logits, decoded, labels),

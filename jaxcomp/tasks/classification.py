@@ -14,7 +14,6 @@ import functools
 import sys
 from typing import Any, Callable, Iterator
 
-from absl import logging
 
 import flax
 import jax
@@ -224,10 +223,8 @@ class ClassificationTask(Task):
     first = next(self.train_iterator(seed=self.config.seed, start_step=0))
     stats = jpeg_layer_lib.diagnose(self.model.jpeg_layer, params["jpeg_layer"],
                                     to_unit_float(jnp.asarray(first["image"])))
-    line, warn = jpeg_layer_lib.diagnostic_message(stats, self.model.jpeg_layer)
-    (logging.warning if warn else logging.info)(line)
-    if warn:
-      print(line, file=sys.stderr, flush=True)
+    line, _ = jpeg_layer_lib.diagnostic_message(stats, self.model.jpeg_layer)
+    print(line, file=sys.stderr, flush=True)   # a warning line when it is one
     return stats
 
   def gradient_transform(self) -> optax.GradientTransformation | None:

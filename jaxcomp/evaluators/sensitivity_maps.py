@@ -1,0 +1,102 @@
+"""The JPEG-DL sensitivity map of a trained classifier: which DCT frequencies it is sensitive to.
+
+  python -m jaxcomp.evaluators.sensitivity_maps --baseline=RUN [--images=2560] \
+      [--out=s.json] [--plot=s.png]
+
+For a run trained without the JPEG layer, the initial tables JPEG_DL.md's
+recipe derives from it (`layers.jpeg_table_recipes.sensitivity_tables`: steps
+proportional to 1 / sensitivity, the largest luma step = `q_max`), with the
+model in train-mode BatchNorm (the authors') and in eval mode, their relative
+difference, where the largest step sits, and the DC step against the b = 8
+window (a luma DC step below 1024 / 127 = 8.06 clips bright and dark blocks).
+The authors' CIFAR-100 maps put the largest step on DC; a map with a small DC
+step starts clipping.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcomp import writers
+from jaxcomp.evaluators.runs import load_run
+from jaxcomp.layers import jpeg_table_recipes
+from jaxcomp.tasks.classification import to_unit_float
+
+
+def sensitivity_report(baseline: str, *, images: int = 2560, q_max: float = 10.0
+                       ) -> dict[str, Any]:
+  """Tables in both BatchNorm modes from `images` augmented training images of the run."""
+  task, _ = load_run(baseline)
+  if task.config.model.jpeg_layer:
+    raise ValueError(f"{baseline} has a JPEG layer: give a run trained without it")
+  batch = task.config.train.batch_size
+  out: dict[str, Any] = {"baseline": str(baseline), "dataset": task.train_ds.name,
+                         "images": -(-images // batch) * batch, "q_max": q_max}
+  for mode in ("train", "eval"):
+    batches = task.train_iterator(seed=task.config.seed, start_step=0)
+    pairs = ((to_unit_float(jnp.asarray(b["image"])), b["label"])
+             for _, b in zip(range(-(-images // batch)), batches))
+    luma, chroma = jpeg_table_recipes.sensitivity_tables(
+        task.pretrained_logits_fn(baseline, train_mode=mode == "train"), pairs, q_max=q_max)
+    out[mode] = {"luma": luma.tolist(), "chroma": None if chroma is None else chroma.tolist(),
+                 "luma_dc": float(luma[0, 0]),
+                 "luma_argmax": [int(i) for i in np.unravel_index(np.argmax(luma), luma.shape)],
+                 "dc_clips_at_8_bits": bool(luma[0, 0] < 1024.0 / 127)}
+  a, b = (np.asarray(out[m]["luma"]) for m in ("train", "eval"))
+  out["train_vs_eval_max_relative_difference"] = float(np.max(np.abs(a - b) / b))
+  return out
+
+
+def plot(report: dict[str, Any], path: str | pathlib.Path) -> None:
+  """Heat maps of the train-mode tables (luma, chroma), step values written in."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  tables = [("luma", report["train"]["luma"]), ("chroma", report["train"]["chroma"])]
+  tables = [(n, np.asarray(t)) for n, t in tables if t is not None]
+  fig, axes = plt.subplots(1, len(tables), figsize=(3.4 * len(tables), 3.4), squeeze=False)
+  for ax, (name, t) in zip(axes[0], tables):
+    ax.imshow(t, cmap="viridis")
+    for (i, j), v in np.ndenumerate(t):
+      ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=5, color="w")
+    ax.set_title(f"{report['dataset']}: {name} steps", fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.tight_layout()
+  tmp = pathlib.Path(path).with_name(f".{pathlib.Path(path).name}.tmp.png")
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  tmp.replace(path)
+
+
+def main(argv: list[str]) -> int:
+  import argparse  # pylint: disable=g-import-not-at-top
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--baseline", required=True, help="a run trained without the JPEG layer")
+  p.add_argument("--images", type=int, default=2560, help="training images averaged over")
+  p.add_argument("--q-max", type=float, default=10.0, help="the largest luma step")
+  p.add_argument("--out", default=None, help="write the report here (JSON)")
+  p.add_argument("--plot", default=None, help="PNG of the train-mode tables")
+  args = p.parse_args(argv)
+  try:
+    report = sensitivity_report(args.baseline, images=args.images, q_max=args.q_max)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  text = json.dumps(report, indent=2)
+  if args.out:
+    writers.write_atomic(args.out, text + "\n")
+  if args.plot:
+    plot(report, args.plot)
+  print(text)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
