@@ -2,7 +2,8 @@
 # Run a jaxcomp config as a multi-node SLURM GPU job (sbatch + srun).
 #
 #   launch/slurm.sh --nodes 2 --gpus-per-node 8 [--procs gpu|host] [--partition P] \
-#       [--account A] [--time 24:00:00] [--setup 'source /shared/venv/bin/activate'] \
+#       [--account A] [--time 24:00:00] [--cpus-per-task 12] \
+#       [--setup 'source /shared/venv/bin/activate'] \
 #       --config configs/jpeg_dl.py:variant=imagenet_resnet18 --workdir /shared/runs/r18 \
 #       [--data-dir /shared/tfds] [--wait] [--dry-run] [--config.train.epochs=10 ...]
 #
@@ -14,7 +15,9 @@
 # (e.g. activating the venv that has jaxcomp and jax[cuda12]).
 # srun starts one process per GPU (--procs gpu, the default: every task sees the
 # node's GPUs and JAX gives task k of a node GPU k, SLURM_LOCALID) or one per node
-# (--procs host: it owns all the node's GPUs). jax.distributed.initialize reads
+# (--procs host: it owns all the node's GPUs); give each task the cores its input
+# pipeline needs (--cpus-per-task: the node's cores / tasks per node; SLURM's
+# default is often one). jax.distributed.initialize reads
 # the coordinator, process count and id from srun's SLURM_* variables
 # (JAXCOMP_DISTRIBUTED=1, jaxcomp.parallel.initialize_distributed).
 # --workdir and the tfds --data-dir must be on storage every node sees.
@@ -29,7 +32,7 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-nodes=1 gpus=8 procs=gpu partition="" account="" time_limit="" job_name="jaxcomp"
+nodes=1 gpus=8 procs=gpu cpus="" partition="" account="" time_limit="" job_name="jaxcomp"
 signal_secs=300 max_requeues=20 setup="" py="python3" wait=0 dry=0
 config="" workdir="" data_dir=""
 extra=() sbatch_args=()
@@ -38,6 +41,7 @@ while [[ $# -gt 0 ]]; do
     --nodes) nodes="$2"; shift 2 ;;
     --gpus-per-node) gpus="$2"; shift 2 ;;
     --procs) procs="$2"; shift 2 ;;
+    --cpus-per-task) cpus="$2"; shift 2 ;;
     --partition) partition="$2"; shift 2 ;;
     --account) account="$2"; shift 2 ;;
     --time) time_limit="$2"; shift 2 ;;
@@ -82,6 +86,7 @@ batch_script() {
   echo "#SBATCH --nodes=$nodes"
   echo "#SBATCH --ntasks-per-node=$tasks_per_node"
   echo "#SBATCH --gpus-per-node=$gpus"
+  [[ -n "$cpus" ]] && echo "#SBATCH --cpus-per-task=$cpus"
   [[ -n "$time_limit" ]] && echo "#SBATCH --time=$time_limit"
   [[ -n "$partition" ]] && echo "#SBATCH --partition=$partition"
   [[ -n "$account" ]] && echo "#SBATCH --account=$account"
@@ -94,6 +99,8 @@ batch_script() {
   echo "set -uo pipefail"
   [[ -n "$setup" ]] && echo "$setup"
   echo "export JAXCOMP_DISTRIBUTED=1"
+  # srun of SLURM >= 22.05 no longer takes --cpus-per-task from the allocation.
+  [[ -n "$cpus" ]] && echo "export SRUN_CPUS_PER_TASK=$cpus"
   if [[ "$procs" == host ]]; then
     echo "export JAX_LOCAL_DEVICE_IDS=$(seq -s, 0 $((gpus - 1)))"
   fi

@@ -68,11 +68,13 @@ sbatch /shared/runs/r18/slurm.sbatch
 
 def test_dry_run_one_process_per_node_owns_all_its_gpus():
   out = _slurm("--nodes", "2", "--gpus-per-node", "4", "--procs", "host", "--wait",
+               "--cpus-per-task", "48",
                "--signal-secs", "120", "--max-requeues", "3", "--sbatch-arg", "--exclusive",
                "--config", "c.py", "--workdir", "/w", "--dry-run").stdout.splitlines()
   assert "#SBATCH --ntasks-per-node=1" in out and "#SBATCH --gpus-per-node=4" in out
   assert "#SBATCH --signal=B:TERM@120" in out and "#SBATCH --exclusive" in out
   assert "export JAX_LOCAL_DEVICE_IDS=0,1,2,3" in out
+  assert "#SBATCH --cpus-per-task=48" in out and "export SRUN_CPUS_PER_TASK=48" in out
   assert "if (( rc == 143 && ${SLURM_RESTART_COUNT:-0} < 3 )); then" in out
   assert out[-1] == "sbatch --wait /w/slurm.sbatch"
 
