@@ -6,6 +6,7 @@ Markdown `robustness_report`), JPEG-DL's learned tables as files (`learned_table
 """
 
 from jaxcomp.evaluators import adversarial  # noqa: F401  (registers "robustness")
+from jaxcomp.evaluators import compressed_training, corruption_robustness  # noqa: F401
 from jaxcomp.evaluators import selection  # noqa: F401  (registers "selection")
 from jaxcomp.evaluators.registry import EVALUATORS
 

@@ -10,6 +10,11 @@ Data: random `codec.crop` squares of the photos in `data.path` (default
 `../shared/data/photos`); batch s depends on (seed, s) only. Evaluation: every
 image of `codec.eval_path` (default Kodak) at full size, rate estimated from the
 likelihoods of the rounded latents (`mode="dequantize"`).
+
+With `codec.crop = 0` the codec trains on the whole images of the dataset source
+`data.name` instead (e.g. CIFAR-10's 32x32 images for the compressed-training
+thesis's BLS models), batched by `data.train_batches` with `data.augment`, and is
+evaluated on `data.eval_split` (mean per-image bpp from the likelihoods, PSNR).
 """
 
 from __future__ import annotations
@@ -59,14 +64,12 @@ class RateDistortionTask(Task):
     codec = config.codec
     self.model = learned.from_config(codec)
     self.lmbda = rd_lambda(codec)
-    if codec.crop % self.model.downsampling:
-      raise ValueError(f"codec.crop={codec.crop} must be a multiple of "
-                       f"{self.model.downsampling} for {codec.architecture}")
-    min_size = learned.DISTORTIONS.get(codec.distortion).min_size
-    if codec.crop < min_size:
-      raise ValueError(f"codec.distortion={codec.distortion!r} needs codec.crop >= {min_size}, "
-                       f"got {codec.crop}")
     parallel.check_batch_divisible(config.train.batch_size, mesh)
+    self.train_ds = None
+    if codec.crop == 0:
+      self._init_dataset(config)
+      return
+    self._check_size(codec.crop)
     photos = find_data(config.data.path, "photos", "codec training photos")
     self.train_images = [im for im in data_lib.load_images(photos)
                          if min(im.shape[:2]) >= codec.crop]
@@ -75,8 +78,37 @@ class RateDistortionTask(Task):
     pixels = sum(im.shape[0] * im.shape[1] for im in self.train_images)
     self.steps_per_epoch = max(pixels // (codec.crop ** 2 * config.train.batch_size), 1)
 
+  def _check_size(self, size: int) -> None:
+    codec = self.config.codec
+    if size % self.model.downsampling:
+      raise ValueError(f"codec.crop={size} must be a multiple of "
+                       f"{self.model.downsampling} for {codec.architecture}")
+    min_size = learned.DISTORTIONS.get(codec.distortion).min_size
+    if size < min_size:
+      raise ValueError(f"codec.distortion={codec.distortion!r} needs images of at least "
+                       f"{min_size} pixels, got {size}")
+
+  def _init_dataset(self, config: ml_collections.ConfigDict) -> None:
+    """`codec.crop = 0`: whole images of the dataset source `data.name`."""
+    self.train_ds = data_lib.get_dataset(config.data, config.data.train_split)
+    h, w, c = self.train_ds.image_shape
+    if c != 3:
+      raise ValueError(f"{self.train_ds.name} has {c}-channel images; codecs code RGB")
+    if h != w:
+      raise ValueError(f"{self.train_ds.name} images are {h}x{w}; codec.crop=0 needs squares")
+    self._check_size(h)
+    self.steps_per_epoch = max(len(self.train_ds) // config.train.batch_size, 1)
+
   # --- data ---------------------------------------------------------------
   def train_iterator(self, *, seed: int, start_step: int) -> Iterator[Batch]:
+    if self.train_ds is not None:
+      return data_lib.train_batches(
+          self.train_ds, batch_size=self.config.train.batch_size, seed=seed,
+          start_step=start_step, augment=self.config.data.augment,
+          process_index=jax.process_index(), process_count=jax.process_count())
+    return self._photo_crops(seed=seed, start_step=start_step)
+
+  def _photo_crops(self, *, seed: int, start_step: int) -> Iterator[Batch]:
     b = self.config.train.batch_size
     local = b // jax.process_count()
     sl = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
@@ -137,12 +169,41 @@ class RateDistortionTask(Task):
       return {**result, **{f"bpp_{k}": v for k, v in bpp.items()}}
     return jax.jit(step)
 
+  @functools.cached_property
+  def _dataset_eval_step(self):
+    def step(variables, batch):
+      x = to_unit_float(batch["image"])
+      out = self.model.apply(variables, x, mode="dequantize")
+      pixels = x.shape[1] * x.shape[2]
+      bits = sum(-jnp.log2(p).sum(axis=(1, 2, 3)) for p in out["likelihoods"].values())
+      mask = batch["mask"].astype(jnp.float32)
+      psnr = metrics.psnr(jnp.clip(out["x_hat"], 0.0, 1.0), x)
+      return {"bpp": (bits / pixels * mask).sum(), "psnr": (psnr * mask).sum(),
+              "count": mask.sum()}
+    return jax.jit(step)
+
+  def _evaluate_dataset(self, variables: Variables, mesh: jax.sharding.Mesh) -> dict[str, float]:
+    """Mean per-image bpp (likelihoods) and PSNR over `data.eval_split` (`codec.crop = 0`)."""
+    ds = data_lib.get_dataset(self.config.data, self.config.data.eval_split)
+    totals = {"bpp": 0.0, "psnr": 0.0, "count": 0.0}
+    for batch in data_lib.eval_batches(ds, batch_size=self.config.eval.batch_size,
+                                       process_index=jax.process_index(),
+                                       process_count=jax.process_count()):
+      out = self._dataset_eval_step(variables, parallel.host_to_global(batch, mesh))
+      for k, v in jax.device_get(out).items():
+        totals[k] += float(v)
+    count = max(totals["count"], 1.0)
+    return {"bpp": totals["bpp"] / count, "psnr": totals["psnr"] / count,
+            "num_images": int(totals["count"])}
+
   def evaluate(self, variables: Variables, mesh: jax.sharding.Mesh) -> dict[str, float]:
     """Mean per-image bpp (from likelihoods), PSNR and MS-SSIM of the clipped reconstruction.
 
     Each image is cropped to a multiple of the model's downsampling (Kodak
-    needs none).
+    needs none). With `codec.crop = 0`: `_evaluate_dataset`.
     """
+    if self.train_ds is not None:
+      return self._evaluate_dataset(variables, mesh)
     del mesh
     d = self.model.downsampling
     rows = []
