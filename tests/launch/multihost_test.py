@@ -5,6 +5,7 @@ processes on this machine joining one JAX distributed runtime."""
 from __future__ import annotations
 
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -13,8 +14,9 @@ import time
 
 import pytest
 
-from conftest import ROOT
 from jaxcomp import parallel
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _multihost(*args: str, env: dict | None = None, check: bool = True):

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from conftest import ROOT
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
 
 JOB_BODY = """\
 step=$!

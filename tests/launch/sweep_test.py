@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pathlib
 import shlex
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 
 import grid as grid_lib
 import summarize
-from conftest import ROOT
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 PY = sys.executable
 FAKE = f"{PY} {ROOT}/tests/launch/fake_run.py"

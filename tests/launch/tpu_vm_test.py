@@ -3,10 +3,12 @@ queues, preempts and re-grants a spot slice (the script re-creates it and re-run
 
 from __future__ import annotations
 
+import pathlib
 import shlex
 import subprocess
 
-from conftest import ROOT
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
 
 REMOTE = ("set -e; mkdir -p jaxcomp; tar xzf jaxcomp.tar.gz -C jaxcomp; cd jaxcomp; "
           "python3 -m venv .venv; .venv/bin/pip install -q -e . 'jax[tpu]' "
