@@ -45,6 +45,28 @@ def jpeg_layer_config() -> ConfigDict:
   ))
 
 
+def repr_config() -> ConfigDict:
+  """Defaults of RePr (`task="repr"`, `jaxcomp.tasks.repr_task`): the thesis's Algorithm 3
+  (Ch. 5; SPEC Sec. 10: S1 = 20, S2 = 10, p = 30 %, N = 3, inter-filter orthogonality)."""
+  return ConfigDict(dict(
+      rounds=3,                 # N: drop / re-introduce rounds; 0 -> standard training
+      s1_epochs=20.0,           # S1: full-network training before each drop
+      s2_epochs=10.0,           # S2: sub-network training before the re-introduction
+      s1_steps=0,               # > 0: S1 in optimizer steps (instead of s1_epochs)
+      s2_steps=0,               # > 0: S2 in optimizer steps
+      fraction=0.3,             # p: share of the ranked filters dropped, one global ranking
+      metric="ortho",           # ranking (RANKINGS): "ortho" | "weight_norm" | "random" | ...
+      exclude_first=False,      # never drop the conv that reads the image
+      max_fraction_per_layer=1.0,  # at most this share of a layer's filters (1.0: no cap)
+      reinit="thesis",          # "thesis" (null space of the kept filters) | "official"
+      rank_batches=4,           # training batches for data-driven rankings (gradient, ...)
+      ortho_loss_weight=0.0,    # lambda of the orthogonality loss (thesis: 0.01); 0 -> off
+      teacher_checkpoint="",    # workdir of a trained classifier -> knowledge distillation
+      kd_weight=0.9,            # a in (1 - a) CE + a T^2 KL(teacher || student)
+      kd_temperature=4.0,       # T
+  ))
+
+
 def hrs_config() -> ConfigDict:
   """Defaults of the Highest Rank Selector experiments (paper 003, SPEC Sec. 5; configs/hrs.py)."""
   return ConfigDict(dict(
@@ -148,6 +170,9 @@ def base_config() -> ConfigDict:
       eval_path="",              # folder of eval PNGs; "" -> Kodak (shared data or packaged sample)
   ))
 
+  # RePr (task="repr"; configs/repr.py).
+  c.repr = repr_config()
+
   # The Highest Rank Selector (mode="selection", task="multi_version"; configs/hrs.py).
   c.hrs = hrs_config()
 
@@ -225,6 +250,8 @@ _REGISTERED = {
     "codec.quantization": "latent quantization mode",
     "codec.gdn": "GDN form",
     "robustness.report": "robustness report",
+    "repr.metric": "RePr ranking",
+    "repr.reinit": "RePr re-init",
 }
 # The modes the trainer runs itself; any other mode names a registered evaluator.
 TRAINER_MODES = ("train_and_evaluate", "train", "evaluate")
@@ -235,15 +262,19 @@ _POSITIVE = ("robustness.batch_size", "hrs.batch_size", "train.batch_size", "eva
              "train.grad_accum_steps", "train.keep_checkpoints", "optim.learning_rate",
              "parallel.model_axis",
              "model.jpeg.rounds", "model.jpeg.num_candidates", "model.jpeg.q_max",
-             "model.jpeg.q_min", "model.jpeg.alpha", "compressed_domain.upsample",
-             "compressed_domain.crop", "compressed_domain.width", "compressed_domain.depth")
+             "model.jpeg.q_min", "model.jpeg.alpha", "repr.fraction",
+             "repr.max_fraction_per_layer", "repr.rank_batches", "repr.kd_temperature",
+             "compressed_domain.upsample", "compressed_domain.crop", "compressed_domain.width",
+             "compressed_domain.depth")
 _NON_NEGATIVE = ("robustness.num_examples", "robustness.eot_samples", "train.epochs",
                  "train.num_steps", "train.label_smoothing", "train.ema_decay",
                  "data.num_train_examples", "data.num_eval_examples", "data.image_size",
+                 "repr.rounds", "repr.s1_epochs", "repr.s2_epochs", "repr.s1_steps",
+                 "repr.s2_steps", "repr.ortho_loss_weight", "repr.kd_weight",
                  "compressed_domain.rate_weight", "compressed_domain.distortion_weight",
                  "compressed_domain.pad", "compressed_domain.resize")
-_BELOW_ONE = ("train.ema_decay",)
-_AT_MOST_ONE = ("train.label_smoothing",)
+_BELOW_ONE = ("train.ema_decay", "repr.fraction")
+_AT_MOST_ONE = ("train.label_smoothing", "repr.max_fraction_per_layer", "repr.kd_weight")
 # In every optimizer section (`optimizer_config()`); "optim.learning_rate" is > 0 above.
 _OPTIMIZER_NON_NEGATIVE = ("learning_rate", "weight_decay", "grad_clip_norm", "warmup_epochs",
                            "cycle_epochs", "decay_factor", "momentum", "b1", "b2")

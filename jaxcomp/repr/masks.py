@@ -71,7 +71,8 @@ def filter_masks(params: Any, dropped: dict[str, jax.Array]) -> Masks:
     keys = [layer.kernel, layer.bias]
     if layer.bn is not None:
       keys += [layer.bn + ("scale",), layer.bn + ("bias",)]
-    flat.update((k, m) for k in keys if k in present)
+    # One buffer per leaf: a train state whose leaves share a buffer cannot be donated.
+    flat.update((k, jnp.copy(m)) for k in keys if k in present)
   return traverse_util.unflatten_dict(flat)
 
 
