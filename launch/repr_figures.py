@@ -32,8 +32,8 @@ import numpy as np
 
 from jaxcomp import writers
 
-_COLORS = {"standard": "tab:orange", "ortho": "tab:blue", "weight_norm": "tab:green",
-           "random": "tab:grey"}
+_COLORS = {"standard": "tab:orange", "ortho": "tab:blue", "ortho_all": "tab:purple",
+           "weight_norm": "tab:green", "random": "tab:grey"}
 
 
 def _runs(root: pathlib.Path) -> dict[str, dict[str, dict[int, pathlib.Path]]]:
@@ -192,8 +192,9 @@ def main() -> int:
   plot(args.root, args.out)
   for g, arms in report.items():
     for arm, r in arms.items():
+      per_seed = [round(100 * a, 2) for a in r["final_test_accuracy"]]
       print(f"{g:10s} {arm:12s} n={len(r['seeds'])} test {100 * r['mean']:.2f} +- "
-            f"{100 * r['std']:.2f}  per seed {[round(100 * a, 2) for a in r['final_test_accuracy']]}")
+            f"{100 * r['std']:.2f}  per seed {per_seed}")
   return 0
 
 

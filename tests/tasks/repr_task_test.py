@@ -202,6 +202,22 @@ def test_reintroduction_resets_dropped_entries_only(pruned):
     jax.tree.map(np.testing.assert_array_equal, getattr(state, name), getattr(new, name))
 
 
+def test_official_reinit_through_the_task(pruned):
+  _, _, _, _, state, _ = pruned
+  task = repr_task.ReprTask(_config(reinit="official"),
+                            parallel.create_mesh(1, jax.devices()[:1]))
+  dropped = repr_task.dropped_filters(state.params, state.collections[repr_task.MASKS])
+  new, record = task.reintroduce(4, state, 0)
+  assert record["num_reinitialised"] == 7
+  for path, layer in layers.filter_layers(state.params).items():
+    d = np.asarray(dropped[path])
+    old_k, new_k = _get(state.params, layer.kernel), _get(new.params, layer.kernel)
+    np.testing.assert_array_equal(old_k[..., ~d], new_k[..., ~d])
+    # The author's code: dropped filters take their unit-norm column of the layer's Q.
+    norms = np.linalg.norm(new_k.reshape(-1, d.size)[:, d], axis=0)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+
+
 @pytest.mark.slow   # a second compile on 8 devices; repr_schedule_test runs on 8 by default
 def test_one_and_eight_devices_agree_through_an_event(pruned):
   assert len(jax.devices()) == 8, "conftest forces 8 CPU devices"
