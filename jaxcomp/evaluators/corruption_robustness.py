@@ -20,6 +20,7 @@ Writes `corruption_robustness.json`, `.csv` (one row per run, set) and `.md`.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -46,18 +47,24 @@ NAMES = corruptions.CORRUPTIONS          # the sets `run` evaluates
 SEVERITIES = tuple(corruptions.SEVERITIES)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _correct(apply_fn: Callable[[Any, jax.Array], jax.Array], variables: Any,
+             batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+  logits = apply_fn(variables, batch["image"].astype(jnp.float32) / 255.0)
+  hits = (jnp.argmax(logits, -1) == batch["label"]) & batch["mask"]
+  return hits.sum(), batch["mask"].sum()
+
+
 def accuracy(apply_fn: Callable[[Any, jax.Array], jax.Array], variables: Any,
              ds: data_lib.ImageDataset, *, batch_size: int) -> float:
-  """Top-1 accuracy of `apply_fn(variables, images in [0, 1]) -> logits` over a dataset."""
-  @jax.jit
-  def correct(batch):
-    logits = apply_fn(variables, batch["image"].astype(jnp.float32) / 255.0)
-    hits = (jnp.argmax(logits, -1) == batch["label"]) & batch["mask"]
-    return hits.sum(), batch["mask"].sum()
+  """Top-1 accuracy of `apply_fn(variables, images in [0, 1]) -> logits` over a dataset.
 
+  `apply_fn` must be hashable (a task's bound method is): one compilation serves
+  every dataset of a shape.
+  """
   totals = np.zeros(2)
   for batch in data_lib.eval_batches(ds, batch_size=batch_size, num_threads=0):
-    totals += np.asarray(jax.device_get(correct(batch)), np.float64)
+    totals += np.asarray(jax.device_get(_correct(apply_fn, variables, batch)), np.float64)
   return float(totals[0] / max(totals[1], 1))
 
 
