@@ -5,7 +5,7 @@ file (`launch/grids/*.toml`):
 
     config = "configs/jpeg_dl.py"            # the config file (":args" allowed)
     settings = {"config.train.progress_bar" = false}   # every run
-    metrics = ["accuracy"]                   # summary.json["eval"] keys to tabulate
+    metrics = ["accuracy"]                   # summary.json keys to tabulate ("eval" first)
     [axes]                                   # the product of these, in this order
     variant = ["imagenet_resnet18", "imagenet_resnet34"]
     arm = {baseline = {jpeg_layer = false}, jpeg_dl = {}}   # named bundles of settings
@@ -34,6 +34,7 @@ Settings = dict[str, Any]
 
 
 def is_seed(axis: str) -> bool:
+  """Whether `axis` repeats runs with another seed (summarize.py averages over it)."""
   return axis == "seed" or axis.endswith(".seed")
 
 
