@@ -86,28 +86,31 @@ def stored_sizes(data_config: ml_collections.ConfigDict, ds: data_lib.ImageDatas
 
 
 def plot(report: dict[str, dict[str, float]], path: pathlib.Path, *, title: str) -> None:
-  """Top-1 and top-5 accuracy vs whole-file CR: fixed versions as a curve, selectors as points."""
+  """Top-1 / top-5 accuracy (rows) vs whole-file / payload CR (columns): the JPEG versions
+  as a curve from the highest quality to the lowest, the original and the selectors as points."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fixed = [n for n in report if n not in selection.SELECTORS]
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-  for ax, key in zip(axes, ("top1", "top5")):
-    ax.plot([report[n]["cr_file"] for n in fixed], [100 * report[n][key] for n in fixed],
-            "o-", color="0.5", label="fixed version")
-    for n in fixed:
-      ax.annotate(n, (report[n]["cr_file"], 100 * report[n][key]), fontsize=7,
-                  xytext=(3, 3), textcoords="offset points")
-    for n, marker in zip(selection.SELECTORS, "*sD^"):
-      ax.plot(report[n]["cr_file"], 100 * report[n][key], marker, markersize=9, label=n)
-    ax.set_xscale("log")
-    ax.set_xlabel("compression ratio (whole files, original / selected)")
-    ax.set_ylabel(f"{key} accuracy (%)")
-    ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=8)
+  jpegs = sorted((n for n in report if n.startswith("q")), key=lambda n: -int(n[1:]))
+  fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+  for row, key in enumerate(("top1", "top5")):
+    for col, (cr, what) in enumerate((("cr_file", "whole files"), ("cr_payload", "payload"))):
+      ax = axes[row, col]
+      ax.plot([report[n][cr] for n in jpegs], [100 * report[n][key] for n in jpegs],
+              "o-", color="0.5", label="JPEG version")
+      for n in jpegs:
+        ax.annotate(n, (report[n][cr], 100 * report[n][key]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+      for n, marker in zip(("original",) + selection.SELECTORS, "o*sD^"):
+        ax.plot(report[n][cr], 100 * report[n][key], marker, markersize=9, label=n,
+                color="k" if n == "original" else None)
+      ax.set_xlabel(f"compression ratio, {what} (original / selected)")
+      ax.set_ylabel(f"{key} accuracy (%)")
+      ax.grid(alpha=0.3)
+  axes[0, 0].legend(fontsize=8, loc="lower left")
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
@@ -126,7 +129,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   sizes = stored_sizes(config.data, ds)
   n, chunk = len(ds), config.hrs.batch_size
   seconds = {"versions": 0.0, "classify": 0.0}
-  logits, labels, files, payloads, source = [], [], [], [], ""
+  logits, labels, files, payloads = [], [], [], []
   for start in range(0, n, chunk):
     t0 = time.perf_counter()
     images, y = ds.read(np.arange(start, min(start + chunk, n)))
@@ -140,7 +143,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     labels.append(y)
     files.append(v.file_bytes)
     payloads.append(v.payload_bytes)
-    source, subsampling = v.original_source, v.subsampling
   logits = np.concatenate(logits, axis=1)
   labels = np.concatenate(labels)
   files, payloads = np.concatenate(files, axis=1), np.concatenate(payloads, axis=1)
@@ -153,8 +155,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   result = {"report": report, "checkpoint": str(config.hrs.checkpoint),
             "dataset": config.data.name, "split": config.data.eval_split, "num_images": n,
             "model": config.model.name, "qualities": list(qualities),
-            "original_sizes": "stored files" if source == "given" else "PNG (zlib level 9)",
-            "subsampling": subsampling, "seconds": seconds, "config": config.to_dict()}
+            "original_sizes": ("stored files" if v.original_source == "given"
+                               else "PNG (zlib level 9)"),
+            "subsampling": v.subsampling, "seconds": seconds, "config": config.to_dict()}
   writers.write_json(out / "selection.json", result)
   md = selection.report_markdown(report)
   writers.write_atomic(out / "selection.md", f"## Selectors: {title}\n\n{md}\n")
