@@ -38,11 +38,15 @@ Variants:
 * `resnet20`: ResNet-20 on CIFAR-10 (JPEG q75), crop + flip, SGD momentum lr 0.1,
   wd 5e-4, cosine over 100 epochs, S1 = 20, S2 = 10, N = 3.
 * `resnet20_cpu`: `resnet20` scaled like `c3_cpu`.
+* `c3_small`, `resnet20_small`: the runs of docs/repr.md, sized to finish on 2 shared
+  CPU cores (about 10 min per C^3 run): a fixed 2,000-image subset of the training
+  split, a 1,000-image one of the test split, batch 64, 8 epochs, S1 = 2, S2 = 1,
+  N = 2 (drops at epochs 2 and 5, re-introductions at 3 and 6).
 """
 
 from jaxcomp import config_lib
 
-_VARIANTS = ("sample", "c3", "c3_cpu", "resnet20", "resnet20_cpu")
+_VARIANTS = ("sample", "c3", "c3_cpu", "c3_small", "resnet20", "resnet20_cpu", "resnet20_small")
 
 
 def get_config(arg=None):
@@ -73,17 +77,18 @@ def get_config(arg=None):
   c.data.name = "cifar10_sample" if v == "sample" else "cifar10_jpeg75"
   epochs, s1, s2 = {"sample": (12.0, 2.0, 1.0), "c3": (100.0, 20.0, 10.0),
                     "c3_cpu": (12.0, 2.0, 1.0), "resnet20": (100.0, 20.0, 10.0),
-                    "resnet20_cpu": (12.0, 2.0, 1.0)}[v]
-  if v.endswith("_cpu"):
-    c.data.num_train_examples = 5_000
-    c.data.num_eval_examples = 2_000
+                    "resnet20_cpu": (12.0, 2.0, 1.0), "c3_small": (8.0, 2.0, 1.0),
+                    "resnet20_small": (8.0, 2.0, 1.0)}[v]
+  if v.endswith(("_cpu", "_small")):
+    c.data.num_train_examples = 5_000 if v.endswith("_cpu") else 2_000
+    c.data.num_eval_examples = 2_000 if v.endswith("_cpu") else 1_000
     c.train.batch_size = 64
   if a.augment:
     c.data.augment = a.augment
   c.train.epochs = a.epochs or epochs
   c.repr.s1_epochs = a.s1 or s1
   c.repr.s2_epochs = a.s2 or s2
-  c.repr.rounds = 3 if a.rounds < 0 else a.rounds
+  c.repr.rounds = (2 if v.endswith("_small") else 3) if a.rounds < 0 else a.rounds
   c.repr.fraction = a.fraction or 0.3
   if a.method == "standard":
     c.repr.rounds = 0

@@ -23,7 +23,7 @@ def test_every_variant_and_method_validates(variant, method):
   c = config_lib.validate(repr_configs.get_config(f"variant={variant},method={method}"))
   assert c.task == "repr"
   baseline = repr_configs.get_config(f"variant={variant},method=standard")
-  assert baseline.repr.rounds == 0 and (c.repr.rounds == 3) == (method != "standard")
+  assert baseline.repr.rounds == 0 and (c.repr.rounds > 0) == (method != "standard")
   assert baseline.optim.to_dict() == c.optim.to_dict()       # same recipe both arms
   assert baseline.train.to_dict() == c.train.to_dict()
   assert baseline.data.to_dict() == c.data.to_dict()
