@@ -14,6 +14,27 @@ same tables.
 Tables are built from the parameters (`coding_tables`) and identified by a
 fingerprint in the stream header: a stream decodes only with the tables it was
 encoded with, otherwise a `StreamError` says so.
+
+Limits: images of more than `max_pixels` pixels (default `DEFAULT_MAX_PIXELS`)
+are refused, by `compress` before the analysis and by the decoder from the
+header alone, before anything is allocated; so is a stream too short to hold
+the symbols its header announces (`coder.min_length`), and every payload must
+be consumed exactly (`coder.decode`).
+
+Tiling: above `TILE ** 2` padded pixels, the analysis, the table indexes and
+the synthesis run on overlapping windows of at most `TILE x TILE` pixels with
+`HALO_CELLS * model.downsampling` pixels of context on each side (cropped
+away), so the transforms' memory is that of one window, not of the whole image
+(an 8000 x 8000 photo codes in under 2 GB instead of 13.9). The windows depend
+only on the image size, so the encoder and the decoder compute the table
+indexes on the same windows with the same jitted function: bit-identical,
+whatever the tiling does to floats. This makes `TILE` and `HALO_CELLS` part of
+the stream format for images above `TILE ** 2` pixels (never change them
+without a new format version). The context covers the receptive fields of the
+built-in codecs (from their layers: at most 205 pixels for the hyperprior's z,
+3 latent cells for the synthesis), so a window's values equal the untiled ones
+up to float summation order; on XLA:CPU the streams and reconstructions come
+out identical (tests/reliability/stream_limits_test.py).
 """
 
 from __future__ import annotations
@@ -30,6 +51,10 @@ import numpy as np
 from jaxcomp.codecs import bitstream, learned
 from jaxcomp.entropy import coder
 from jaxcomp.entropy.quantization import quantize_latents
+
+DEFAULT_MAX_PIXELS = 2 ** 27   # 134 Mpixels, e.g. 16384 x 8192; `max_pixels=` changes it
+TILE = 2048                    # largest window side the transforms run on at once
+HALO_CELLS = 4                 # context around each window, in `model.downsampling` cells
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -105,6 +130,13 @@ def _check_image(image: np.ndarray) -> np.ndarray:
   return image
 
 
+def check_size(height: int, width: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+  """Raises ValueError if a `height x width` image has more than `max_pixels` pixels."""
+  if height * width > max_pixels:
+    raise ValueError(f"image of {height}x{width} = {height * width} pixels is above the limit "
+                     f"of {max_pixels} pixels (max_pixels)")
+
+
 def pad_image(image: np.ndarray, multiple: int) -> np.ndarray:
   """`(1, H', W', 3)` float32 in [0, 1], `image` padded bottom/right by edge replication."""
   h, w = image.shape[:2]
@@ -114,10 +146,105 @@ def pad_image(image: np.ndarray, multiple: int) -> np.ndarray:
 
 def _latent_shapes(model: nn.Module, params: dict, height: int, width: int
                    ) -> dict[str, tuple[int, ...]]:
+  """Shape of every coded latent of a `height x width` image (abstract: nothing is computed)."""
   d = model.downsampling
-  x = jax.ShapeDtypeStruct((1, -(-height // d) * d, -(-width // d) * d, 3), jnp.float32)
-  shapes = jax.eval_shape(lambda v: model.apply({"params": params}, v, method=model.analyze), x)
+  leaves, treedef = jax.tree.flatten(params)
+  return _abstract_latent_shapes(model, -(-height // d) * d, -(-width // d) * d, treedef,
+                                 tuple((np.shape(v), np.result_type(v).str) for v in leaves))
+
+
+@functools.lru_cache(maxsize=256)
+def _abstract_latent_shapes(model: nn.Module, height: int, width: int, treedef,
+                            leaves: tuple) -> dict[str, tuple[int, ...]]:
+  """`_latent_shapes`, cached by the parameters' shapes (tracing `analyze` takes ~0.2 s)."""
+  params = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+  x = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
+  shapes = jax.eval_shape(lambda p, v: model.apply({"params": p}, v, method=model.analyze),
+                          params, x)
   return {n: tuple(shapes[n].shape) for n in model.coded_latents}
+
+
+def _windows(size: int, core: int, halo: int) -> list[tuple[int, int, int]]:
+  """`(window start, core start, core end)` along one axis of length `size`.
+
+  The cores tile `[0, size)`; each window is `min(size, core + 2 halo)` long
+  (one shape, one compilation) and holds its core with `halo` of context on
+  each side, or up to the border.
+  """
+  span = min(size, core + 2 * halo)
+  if span == size:
+    return [(0, 0, size)]
+  return [(min(max(lo - halo, 0), size - span), lo, min(lo + core, size))
+          for lo in range(0, size, core)]
+
+
+def _tiling(model: nn.Module, height: int, width: int) -> tuple[int, int, int, int] | None:
+  """`(padded height, padded width, core, halo)` in pixels, or None to run untiled."""
+  d = model.downsampling
+  hp, wp = -(-height // d) * d, -(-width // d) * d
+  if hp * wp <= TILE * TILE:
+    return None
+  halo = HALO_CELLS * d
+  return hp, wp, max((TILE - 2 * halo) // d, 1) * d, halo
+
+
+def _analyze_tiled(model: nn.Module, params: dict, image: np.ndarray,
+                   tiling: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
+  """`_analyze` of the padded image, window by window (see the module docstring)."""
+  hp, wp, core, halo = tiling
+  h, w = image.shape[:2]
+  padded = np.pad(image, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
+  shapes = _latent_shapes(model, params, h, w)
+  strides = {n: hp // shape[1] for n, shape in shapes.items()}
+  out = {n: np.empty(shape, np.int32) for n, shape in shapes.items()}
+  for r0, rlo, rhi in _windows(hp, core, halo):
+    for c0, clo, chi in _windows(wp, core, halo):
+      span = (min(hp, core + 2 * halo), min(wp, core + 2 * halo))
+      x = padded[r0:r0 + span[0], c0:c0 + span[1]].astype(np.float32) / 255.0
+      symbols = jax.device_get(_analyze(model, params, x[None]))
+      for n, s in strides.items():
+        out[n][0, rlo // s:rhi // s, clo // s:chi // s] = symbols[n][
+            0, (rlo - r0) // s:(rhi - r0) // s, (clo - c0) // s:(chi - c0) // s]
+  return out
+
+
+def _indexes(model: nn.Module, params: dict, name: str, before: dict[str, np.ndarray],
+             shape: tuple[int, ...], tiling: tuple[int, int, int, int] | None) -> np.ndarray:
+  """`_table_indexes` of latent `name` (shape `shape`), window by window when tiled."""
+  if tiling is None:
+    return np.asarray(_table_indexes(model, params, name, before, shape))
+  hp, wp, core, halo = tiling
+  span = (min(hp, core + 2 * halo), min(wp, core + 2 * halo))
+  s = hp // shape[1]                         # pixels per cell of `name`
+  strides = {n: hp // v.shape[1] for n, v in before.items()}
+  out = np.empty(shape, np.int32)
+  for r0, rlo, rhi in _windows(hp, core, halo):
+    for c0, clo, chi in _windows(wp, core, halo):
+      window = {n: v[:, r0 // strides[n]:(r0 + span[0]) // strides[n],
+                     c0 // strides[n]:(c0 + span[1]) // strides[n]] for n, v in before.items()}
+      index = np.asarray(_table_indexes(model, params, name, window,
+                                        (shape[0], span[0] // s, span[1] // s, *shape[3:])))
+      out[:, rlo // s:rhi // s, clo // s:chi // s] = index[
+          :, (rlo - r0) // s:(rhi - r0) // s, (clo - c0) // s:(chi - c0) // s]
+  return out
+
+
+def _synthesize_tiled(model: nn.Module, params: dict, y_symbols: np.ndarray, height: int,
+                      width: int, tiling: tuple[int, int, int, int]) -> np.ndarray:
+  """uint8 `(height, width, 3)`: `_synthesize` window by window of y (module docstring)."""
+  hp, _, core, halo = tiling
+  s = hp // y_symbols.shape[1]               # pixels per latent cell
+  cells = y_symbols.shape[1:3]
+  out = np.empty((height, width, 3), np.uint8)
+  for r0, rlo, rhi in _windows(cells[0], core // s, halo // s):
+    for c0, clo, chi in _windows(cells[1], core // s, halo // s):
+      span = (min(cells[0], (core + 2 * halo) // s), min(cells[1], (core + 2 * halo) // s))
+      x = np.asarray(_synthesize(model, params, y_symbols[:, r0:r0 + span[0], c0:c0 + span[1]]))
+      rows, cols = min(rhi * s, height) - rlo * s, min(chi * s, width) - clo * s
+      if rows > 0 and cols > 0:
+        out[rlo * s:rlo * s + rows, clo * s:clo * s + cols] = x[
+            0, (rlo - r0) * s:(rlo - r0) * s + rows, (clo - c0) * s:(clo - c0) * s + cols]
+  return out
 
 
 def _header(model: nn.Module, tables: CodingTables, name: str, height: int, width: int
@@ -126,12 +253,22 @@ def _header(model: nn.Module, tables: CodingTables, name: str, height: int, widt
                           model.num_latent or model.num_filters, tables.fingerprint, height, width)
 
 
-def encode_symbols(model: nn.Module, params: dict, image: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray | None]:
-  """Integer symbols `(y, z or None)` of a uint8 `(H, W, 3)` image, as `compress` codes them."""
+def encode_symbols(model: nn.Module, params: dict, image: np.ndarray, *,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray | None]:
+  """Integer symbols `(y, z or None)` of a uint8 `(H, W, 3)` image, as `compress` codes them.
+
+  Raises:
+    ValueError: not a learned codec, not a uint8 RGB image, or more than
+      `max_pixels` pixels.
+  """
   _check_codec(model)
   image = _check_image(image)
-  symbols = jax.device_get(_analyze(model, params, pad_image(image, model.downsampling)))
+  check_size(*image.shape[:2], max_pixels)
+  tiling = _tiling(model, *image.shape[:2])
+  if tiling is None:
+    symbols = jax.device_get(_analyze(model, params, pad_image(image, model.downsampling)))
+  else:
+    symbols = _analyze_tiled(model, params, image, tiling)
   return symbols["y"], symbols.get("z")
 
 
@@ -159,34 +296,40 @@ def estimate_bits(model: nn.Module, params: dict, image: np.ndarray) -> dict[str
 
 
 def compress(model: nn.Module, params: dict, image: np.ndarray, *, name: str = "checkpoint",
-             tables: CodingTables | None = None) -> bytes:
+             tables: CodingTables | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
   """Compresses one image into a `.jcx` byte string.
 
   Args:
     model: a learned codec (`learned.build`).
     params: its "params" collection.
-    image: uint8 `(H, W, 3)` RGB, any size up to 65536 on a side.
+    image: uint8 `(H, W, 3)` RGB, up to 65536 on a side and `max_pixels` in all.
     name: the model name written into the header (a shipped model's name, or
       "checkpoint").
     tables: `coding_tables(model, params)`, to reuse across images.
+    max_pixels: the largest image accepted (memory grows with it: see the
+      module docstring).
 
   Returns:
     The stream: header, z stream (hyperprior), y stream.
+
+  Raises:
+    ValueError: a bad image (dtype, shape, more than `max_pixels` pixels).
   """
-  y_sym, z_sym = encode_symbols(model, params, image)
+  y_sym, z_sym = encode_symbols(model, params, image, max_pixels=max_pixels)
   symbols = {"y": y_sym} if z_sym is None else {"z": z_sym, "y": y_sym}
   tables = tables or coding_tables(model, params)
+  tiling = _tiling(model, *np.shape(image)[:2])
   streams = {}
   for n in model.coded_latents:            # the side latent first: y's tables depend on it
     before = {k: symbols[k] for k in model.coded_latents[:model.coded_latents.index(n)]}
-    index = np.asarray(_table_indexes(model, params, n, before, symbols[n].shape))
+    index = _indexes(model, params, n, before, symbols[n].shape, tiling)
     streams[n] = coder.encode(symbols[n], index, tables[n])
   header = _header(model, tables, name, *np.shape(image)[:2])
   return bitstream.pack(header, streams.get("z", b""), streams["y"])
 
 
 def decode_symbols(model: nn.Module, params: dict, data: bytes, *,
-                   tables: CodingTables | None = None
+                   tables: CodingTables | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
                    ) -> tuple[bitstream.Header, np.ndarray, np.ndarray | None]:
   """Parses and entropy-decodes a stream: `(header, y symbols, z symbols or None)`.
 
@@ -195,6 +338,10 @@ def decode_symbols(model: nn.Module, params: dict, data: bytes, *,
   """
   _check_codec(model)
   header, z_stream, y_stream = bitstream.unpack(data)
+  try:
+    check_size(header.height, header.width, max_pixels)
+  except ValueError as e:
+    raise bitstream.StreamError(f"stream refused: {e}") from None
   tables = tables or coding_tables(model, params)
   expected = _header(model, tables, header.model, header.height, header.width)
   if header != expected:
@@ -207,10 +354,17 @@ def decode_symbols(model: nn.Module, params: dict, data: bytes, *,
   streams = {"z": z_stream, "y": y_stream}
   if "z" not in shapes and z_stream:
     raise bitstream.StreamError("unexpected side-information stream for a model without one")
+  for n, shape in shapes.items():          # before decoding (or allocating) anything
+    need = coder.min_length(int(np.prod(shape)), tables[n])
+    if len(streams[n]) < need:
+      raise bitstream.StreamError(
+          f"{n} stream of {len(streams[n])} bytes is too short for a {header.height}x"
+          f"{header.width} image (at least {need} bytes)")
+  tiling = _tiling(model, header.height, header.width)
   symbols: dict[str, np.ndarray] = {}
   try:
     for n in model.coded_latents:
-      index = np.asarray(_table_indexes(model, params, n, dict(symbols), shapes[n]))
+      index = _indexes(model, params, n, dict(symbols), shapes[n], tiling)
       symbols[n] = coder.decode(streams[n], index, tables[n])
   except coder.CodingError as e:
     raise bitstream.StreamError(str(e)) from None
@@ -218,16 +372,27 @@ def decode_symbols(model: nn.Module, params: dict, data: bytes, *,
 
 
 def decompress(model: nn.Module, params: dict, data: bytes, *,
-               tables: CodingTables | None = None) -> np.ndarray:
+               tables: CodingTables | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
   """Decodes a stream made by `compress` with the same model and parameters.
+
+  Args:
+    model, params, tables: as `compress`.
+    data: the stream.
+    max_pixels: streams of larger images are refused before anything is
+      decoded or allocated.
 
   Returns:
     uint8 `(H, W, 3)` reconstruction.
 
   Raises:
-    bitstream.StreamError: corrupt, truncated or foreign data, or a stream made
-      by another model (architecture, size or coding tables differ).
+    bitstream.StreamError: corrupt, truncated, padded or foreign data, a stream
+      made by another model (architecture, size or coding tables differ), or an
+      image above `max_pixels`.
   """
-  header, y_sym, _ = decode_symbols(model, params, data, tables=tables)
+  header, y_sym, _ = decode_symbols(model, params, data, tables=tables, max_pixels=max_pixels)
+  tiling = _tiling(model, header.height, header.width)
+  if tiling is not None:
+    return _synthesize_tiled(model, params, y_sym, header.height, header.width, tiling)
   x_hat = np.asarray(_synthesize(model, params, y_sym))
   return x_hat[0, :header.height, :header.width]

@@ -103,6 +103,11 @@ class Tables:
   def _sizes(self) -> np.ndarray:
     return np.asarray([len(c) - 1 for c in self.counts], np.int64)
 
+  @functools.cached_property
+  def _min_bits(self) -> np.ndarray:
+    """`(T,)` the cheapest symbol's cost in each table, bits."""
+    return np.asarray([PRECISION - np.log2(c.max()) for c in self.counts], np.float64)
+
 
 def _check_indexes(indexes: np.ndarray, tables: Tables) -> np.ndarray:
   indexes = np.asarray(indexes)
@@ -111,7 +116,40 @@ def _check_indexes(indexes: np.ndarray, tables: Tables) -> np.ndarray:
   if indexes.size and (indexes.min() < 0 or indexes.max() >= len(tables)):
     raise ValueError(f"table indexes must be in [0, {len(tables)}), got "
                      f"[{indexes.min()}, {indexes.max()}]")
-  return indexes.reshape(-1).astype(np.int64)
+  return indexes.reshape(-1).astype(np.int16 if len(tables) <= 2 ** 15 else np.int32, copy=False)
+
+
+def _groups(t: np.ndarray, num_tables: int) -> list[tuple[int, np.ndarray]]:
+  """`(table, positions)` of every used table, ascending; positions in raster order.
+
+  This is the coding order: table 0's symbols, then table 1's, ... A stable
+  (radix, for int16) sort instead of a mask per table: O(n), not O(n * tables).
+  """
+  order = np.argsort(t, kind="stable")
+  bounds = np.concatenate([[0], np.cumsum(np.bincount(t, minlength=num_tables))])
+  return [(table, order[bounds[table]:bounds[table + 1]])
+          for table in np.flatnonzero(np.diff(bounds))]
+
+
+def min_length(counts: np.ndarray, tables: Tables) -> int:
+  """A lower bound on the bytes of any stream coding `counts[t]` symbols with table t.
+
+  A symbol coded with table t costs at least `-log2(max(counts_t) / 2**16)`
+  bits; the coder keeps at most 64 bits in its state, so a stream of `I` bits
+  of information is at least `(I - 64) / 8` bytes long. Lets a decoder refuse a
+  short stream that claims many symbols before decoding (or allocating) anything.
+
+  Args:
+    counts: `(len(tables),)` number of symbols per table (or a scalar: that many
+      symbols with the cheapest table).
+
+  Returns:
+    The bound in bytes (>= 0).
+  """
+  counts = np.asarray(counts, np.float64)
+  cost = tables._min_bits if counts.ndim else tables._min_bits.min(initial=np.inf)
+  bits = float(np.sum(counts * cost)) if counts.any() else 0.0
+  return max(0, int((bits - 64) // 8))
 
 
 def encode(symbols: np.ndarray, indexes: np.ndarray, tables: Tables) -> bytes:
@@ -131,22 +169,23 @@ def encode(symbols: np.ndarray, indexes: np.ndarray, tables: Tables) -> bytes:
     raise ValueError(f"symbols {symbols.shape} and indexes {np.shape(indexes)} differ in shape")
   if not np.issubdtype(symbols.dtype, np.integer):
     raise ValueError(f"symbols must be integers, got {symbols.dtype}")
-  q = symbols.reshape(-1).astype(np.int64)
-  if q.size and np.abs(q).max() >= MAX_SYMBOL:
-    raise ValueError(f"symbol magnitude {np.abs(q).max()} exceeds 2**30")
+  q = symbols.reshape(-1)
+  if q.size and max(-int(q.min()), int(q.max())) >= MAX_SYMBOL:
+    raise ValueError(f"symbol magnitude {max(-int(q.min()), int(q.max()))} exceeds 2**30")
   t = _check_indexes(indexes, tables)
-  entry = q - tables.offsets[t]
-  size = tables._sizes[t]
-  escaped = (entry < 0) | (entry >= size)
+  escaped = np.zeros(q.size, bool)
   encoder = constriction.stream.queue.RangeEncoder()
-  for table in np.unique(t):
-    sel = t == table
-    encoder.encode(np.where(escaped[sel], size[sel], entry[sel]).astype(np.int32),
-                   tables._models[table])
+  for table, pos in _groups(t, len(tables)):
+    entry = q[pos].astype(np.int64) - tables.offsets[table]
+    size = tables._sizes[table]
+    out = (entry < 0) | (entry >= size)
+    escaped[pos] = out
+    encoder.encode(np.where(out, size, entry).astype(np.int32), tables._models[table])
   if escaped.any():
-    e = entry[escaped]
+    te = t[escaped]
+    e = q[escaped].astype(np.int64) - tables.offsets[te]
     negative = e < 0
-    magnitude = np.where(negative, -e, e - size[escaped] + 1)      # >= 1
+    magnitude = np.where(negative, -e, e - tables._sizes[te] + 1)      # >= 1
     _encode_escapes(encoder, magnitude, negative)
   return encoder.get_compressed().astype("<u4").tobytes()
 
@@ -154,35 +193,49 @@ def encode(symbols: np.ndarray, indexes: np.ndarray, tables: Tables) -> bytes:
 def decode(data: bytes, indexes: np.ndarray, tables: Tables) -> np.ndarray:
   """Inverse of `encode`: the int32 symbols, shaped like `indexes`.
 
+  The payload must be consumed exactly: `data` is accepted only if it is the
+  very stream `encode` makes of the decoded symbols (checked by encoding them
+  again), so a stream that ran out of words, has words left over, or was
+  altered in any way is refused, even where the range decoder itself cannot
+  tell (it reads zeros past the end of its words).
+
   Raises:
-    CodingError: if `data` is not a stream of exactly these symbols (wrong
-      length, escape values out of range, or data left over).
+    CodingError: if `data` is not a stream of exactly these symbols (too short
+      for their count, escape values out of range, words missing, left over or
+      altered).
   """
   shape = np.shape(indexes)
   t = _check_indexes(indexes, tables)
   if len(data) % 4:
     raise CodingError(f"entropy-coded stream length {len(data)} is not a multiple of 4")
-  words = np.frombuffer(data, "<u4").astype(np.uint32)
-  decoder = constriction.stream.queue.RangeDecoder(words)
-  entry = np.empty(t.size, np.int64)
+  need = min_length(np.bincount(t, minlength=len(tables)), tables)
+  if len(data) < need:
+    raise CodingError(f"entropy-coded stream of {len(data)} bytes is too short for "
+                      f"{t.size} symbols (at least {need} bytes)")
+  decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
+  q = np.empty(t.size, np.int32)
+  escaped = np.zeros(t.size, bool)
   try:
-    for table in np.unique(t):
-      sel = t == table
-      entry[sel] = decoder.decode(tables._models[table], int(sel.sum()))
-    size = tables._sizes[t]
-    escaped = entry == size
+    for table, pos in _groups(t, len(tables)):
+      entry = decoder.decode(tables._models[table], pos.size)
+      escaped[pos] = entry == tables._sizes[table]
+      q[pos] = entry + tables.offsets[table]
     if escaped.any():
-      magnitude, negative = _decode_escapes(decoder, int(escaped.sum()))
-      entry[escaped] = np.where(negative, -magnitude, magnitude + size[escaped] - 1)
+      te = t[escaped]
+      magnitude, negative = _decode_escapes(decoder, te.size)
+      value = np.where(negative, -magnitude, magnitude + tables._sizes[te] - 1) + tables.offsets[te]
+      if np.abs(value).max() >= MAX_SYMBOL:
+        raise CodingError("entropy-coded stream decodes to out-of-range symbols")
+      q[escaped] = value
+  except CodingError:
+    raise
   except Exception as e:  # noqa: BLE001  (constriction raises assorted types on bad data)
     raise CodingError(f"entropy-coded stream is corrupt ({type(e).__name__}: {e})") from None
-  if not decoder.maybe_exhausted():
-    raise CodingError("entropy-coded stream does not end after its last symbol "
-                      "(truncated, corrupt or extra data)")
-  q = entry + tables.offsets[t]
-  if q.size and np.abs(q).max() >= MAX_SYMBOL:
-    raise CodingError("entropy-coded stream decodes to out-of-range symbols")
-  return q.astype(np.int32).reshape(shape)
+  q = q.reshape(shape)
+  if encode(q, indexes, tables) != bytes(data):
+    raise CodingError("entropy-coded stream is not exactly the coding of its symbols "
+                      "(truncated, extended or corrupt)")
+  return q
 
 
 def _bit_chunks():
