@@ -140,6 +140,7 @@ def base_config() -> ConfigDict:
       checkpoint_every_steps=0,  # 0 -> once per epoch
       keep_checkpoints=3,
       progress_bar=True,
+      allow_config_change=False,  # resume even if model / optimizer / batch / seed changed
   ))
   c.eval = ConfigDict(dict(batch_size=256))
 

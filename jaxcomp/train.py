@@ -14,6 +14,7 @@ an uninterrupted run computes (tested on CPU).
 from __future__ import annotations
 
 import functools
+import json
 import pathlib
 import signal
 import time
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 
 from jaxcomp import checkpoint as checkpoint_lib
 from jaxcomp import config_lib
@@ -206,42 +208,137 @@ def _every(n: int, default: int) -> int:
   return n if n > 0 else default
 
 
+# What a resumed run must share with the run that wrote its checkpoints (plus
+# every optimizer section): the model, the optimizer, the batch and the seed.
+RESUME_KEYS = ("seed", "task", "model", "codec", "optim_groups", "train.batch_size")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if not isinstance(tree, dict):
+    return {prefix[:-1]: tree}
+  out = {}
+  for k, v in tree.items():
+    out.update(_flatten(v, f"{prefix}{k}."))
+  return out
+
+
+def config_changes(saved: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
+  """`"key: old -> new"` for every `RESUME_KEYS` or optimizer field that differs.
+
+  Args:
+    saved: the `config.json` of the run being resumed (a dict).
+    config: the config of the resuming run.
+
+  Returns:
+    The differences, sorted by key (keys present on one side only are not compared).
+  """
+  prefixes = RESUME_KEYS + tuple(config_lib.optimizer_sections(config))
+  old = _flatten(saved)
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in sorted(old.keys() & new.keys())
+          if any(k == p or k.startswith(p + ".") for p in prefixes) and old[k] != new[k]]
+
+
+def _check_resume(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+  """ConfigError if resuming `workdir` with `config` changes the model, optimizer, batch or seed."""
+  path = workdir / "config.json"
+  if not path.is_file():
+    return
+  try:
+    saved = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return
+  changes = config_changes(saved, config)
+  if not changes:
+    return
+  if config.train.allow_config_change:
+    logging.warning("resuming %s with a changed config: %s", workdir, "; ".join(changes))
+    return
+  raise config_lib.ConfigError(
+      f"{workdir} holds checkpoints of a run with another config ({'; '.join(changes)}): "
+      "use a new --workdir, or set --config.train.allow_config_change=True to continue anyway")
+
+
+@jax.jit
+def _all_finite(state: TrainState) -> jax.Array:
+  """Whether every floating-point leaf of the state is finite (params, optimizer state, ...)."""
+  leaves = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in leaves] or [True]))
+
+
+def _divergence(step: int, detail: str, ckpt: checkpoint_lib.Checkpointer) -> FloatingPointError:
+  """The error that stops a diverged run, naming the checkpoint to resume from, if any."""
+  good = ckpt.latest_step()
+  where = (f"The last good checkpoint is step {good} in {ckpt.directory}." if good is not None
+           else f"There is no last good checkpoint (none was saved before step {step}).")
+  return FloatingPointError(f"non-finite loss or state at step {step} ({detail}); stopping. "
+                            f"{where} Lower optim.learning_rate or set optim.grad_clip_norm.")
+
+
+def _check_finite(host: list[dict[str, Any]], first_step: int,
+                  ckpt: checkpoint_lib.Checkpointer) -> None:
+  """FloatingPointError at the first step whose loss, gradient norm or parameter norm is
+  not finite (`host`: the metrics of steps `first_step`, `first_step + 1`, ...)."""
+  for i, m in enumerate(host):
+    values = {k: float(np.asarray(m[k])) for k in ("loss", "grad_norm", "param_norm") if k in m}
+    if not all(np.isfinite(v) for v in values.values()):
+      raise _divergence(first_step + i,
+                        ", ".join(f"{k}={v:.4g}" for k, v in values.items()), ckpt)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs what `config.mode` asks for in `workdir` and returns the summary.
 
   Writes `config.json`, `metrics.jsonl`, `tensorboard/`, `checkpoints/`,
   `plots.png` and `summary.json`. Restarted on the same workdir, it resumes
-  from the latest checkpoint. SIGTERM saves a checkpoint and returns with
-  `summary["preempted"] = True`. A non-finite loss raises `FloatingPointError`
-  and keeps the last good checkpoint.
+  from the newest checkpoint that verifies (`checkpoint.Checkpointer`), after
+  checking that the config keeps the model, optimizer, batch size and seed
+  (`config_changes`; `train.allow_config_change=True` overrides). SIGTERM saves
+  a checkpoint and returns with `summary["preempted"] = True`. A non-finite
+  loss, gradient norm or parameter norm, or a non-finite value anywhere in the
+  state at a checkpoint, raises `FloatingPointError` before anything non-finite
+  is saved (so rotation never removes the last good checkpoint), naming it.
+
+  Raises:
+    ConfigError: an invalid config, a resume that changes the config, or
+      mode=evaluate without a checkpoint.
+    checkpoint.CheckpointError: the checkpoint directory cannot be written, a
+      save failed, or no checkpoint restores.
+    FloatingPointError: the run diverged.
   """
   config = config_lib.validate(config)
   workdir_path = pathlib.Path(workdir)
+  if workdir_path.exists() and not workdir_path.is_dir():
+    raise NotADirectoryError(f"workdir {workdir} is not a directory")
   workdir_path.mkdir(parents=True, exist_ok=True)
   parallel.initialize_distributed()
   is_main = jax.process_index() == 0
-  mesh = parallel.create_mesh(config.parallel.model_axis)
-  task = tasks_base.get_task(config, mesh)
-  trainer = Trainer(config, task, mesh)
-  if is_main:
-    writers.write_atomic(workdir_path / "config.json", config.to_json_best_effort(indent=2))
   ckpt = checkpoint_lib.Checkpointer(str(workdir_path / "checkpoints"),
                                      keep=config.train.keep_checkpoints)
-  first_batch = next(iter(task.train_iterator(seed=config.seed, start_step=0)))
-  state = trainer.init_state(first_batch)
-  start_step = ckpt.latest_step() or 0
-  if start_step:
-    state = ckpt.restore(trainer.abstract_state, start_step)
+  try:
+    if ckpt.latest_step() is not None:
+      _check_resume(config, workdir_path)
+    elif config.mode == "evaluate":
+      raise config_lib.ConfigError(f"mode=evaluate needs a checkpoint in {ckpt.directory}")
+    mesh = parallel.create_mesh(config.parallel.model_axis)
+    task = tasks_base.get_task(config, mesh)
+    trainer = Trainer(config, task, mesh)
+    first_batch = next(iter(task.train_iterator(seed=config.seed, start_step=0)))
+    state = trainer.init_state(first_batch)
+    restored = ckpt.restore_latest(trainer.abstract_state)
+  except BaseException:
+    ckpt.close()
+    raise
+  if is_main:
+    writers.write_atomic(workdir_path / "config.json", config.to_json_best_effort(indent=2))
+  state, start_step = restored if restored is not None else (state, 0)
   state = trainer.prepare(state)
   writer = writers.MetricWriter(workdir_path, enabled=is_main, resume_step=start_step)
   summary: dict[str, Any] = {"workdir": str(workdir_path), "total_steps": trainer.total_steps,
                              "steps_per_epoch": trainer.steps_per_epoch,
                              "resumed_from_step": start_step, "preempted": False}
   try:
-    if config.mode == "evaluate":
-      if not start_step:
-        raise FileNotFoundError(f"mode=evaluate needs a checkpoint in {workdir_path}/checkpoints")
-    else:
+    if config.mode != "evaluate":
       summary.update(_train_loop(config, trainer, state, start_step, ckpt, writer, is_main))
       state = summary.pop("state")
     if config.mode != "train" and not summary["preempted"]:
@@ -268,7 +365,6 @@ def _train_loop(config, trainer: Trainer, state: TrainState, start_step: int,
   ckpt_every = _every(config.train.checkpoint_every_steps, trainer.steps_per_epoch)
   batches = task.train_iterator(seed=config.seed, start_step=start_step)
   event_steps = frozenset(task.event_steps(total))
-  last_good = start_step
   pending: list[dict[str, jax.Array]] = []
   bar = None
   if is_main and config.train.progress_bar:
@@ -296,12 +392,7 @@ def _train_loop(config, trainer: Trainer, state: TrainState, start_step: int,
       if step % log_every == 0 or at_ckpt or step % eval_every == 0:
         host = jax.device_get(pending)
         pending = []
-        losses = np.asarray([m["loss"] for m in host], np.float64)
-        if not np.all(np.isfinite(losses)):
-          raise FloatingPointError(
-              f"non-finite loss {losses[-1]} at step {step}; stopping. The last good "
-              f"checkpoint (step {last_good}) is kept in {ckpt.directory}. "
-              "Lower optim.learning_rate or set optim.grad_clip_norm.")
+        _check_finite(host, step - len(host) + 1, ckpt)
         now = time.perf_counter()
         row = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
         row["steps_per_s"] = steps_window / max(now - t_window, 1e-9)
@@ -313,8 +404,9 @@ def _train_loop(config, trainer: Trainer, state: TrainState, start_step: int,
           bar.set_postfix(loss=f"{row['loss']:.4f}", steps_s=f"{row['steps_per_s']:.2f}")
         t_window, steps_window = now, 0
       if at_ckpt:
+        if not bool(_all_finite(state)):    # e.g. the EMA or batch statistics
+          raise _divergence(step, "a non-finite value in the train state", ckpt)
         ckpt.save(step, state)
-        last_good = step
       if stop:
         preempted = True
         break

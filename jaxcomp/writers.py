@@ -23,14 +23,29 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+_UMASK = _umask()   # read once: setting it is process-wide
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-  """Writes `data` to `path` through a temporary file and `os.replace`."""
+  """Writes `data` to `path` through a temporary file and `os.replace`.
+
+  The file gets the permissions of the file it replaces, or those `open` would
+  give a new one (0666 less the umask), not the temporary file's 0600.
+  """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
+  mode = path.stat().st_mode & 0o777 if path.is_file() else 0o666 & ~_UMASK
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data.encode() if isinstance(data, str) else data)
+    os.chmod(tmp, mode)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
