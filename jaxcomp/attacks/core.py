@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcomp.attacks import budgets
 
@@ -111,31 +112,50 @@ def _is_concrete(x: Any) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
+def num_classes(apply_fn: ApplyFn, params: Any, images: jax.Array) -> int:
+  """K, the number of classes `apply_fn` scores (from its output shape; nothing is computed)."""
+  key = jax.random.key(0)
+  out = jax.eval_shape(lambda x: bind(apply_fn, params)(x, key),
+                       jax.ShapeDtypeStruct(images.shape, images.dtype))
+  return int(out.shape[-1])
+
+
 def validate(images: Any, labels: Any, *, target_labels: Any = None, eps: float | None = None,
-             norm: str | None = None, allow_no_eps: bool = False) -> None:
+             norm: str | None = None, allow_no_eps: bool = False,
+             apply_fn: ApplyFn | None = None, params: Any = None) -> None:
   """Raises ValueError for inputs an attack cannot give a meaningful answer for.
 
-  Checks: images [B, H, W, C] floating point with values in [0, 1] (values only
-  when concrete, i.e. not under an outer jit); labels / target_labels integer
-  [B]; eps finite and >= 0 (None allowed for minimal-norm attacks); norm known.
+  Checks: images [B, H, W, C] floating point with finite values in [0, 1]
+  (values only when concrete, i.e. not under an outer jit); labels /
+  target_labels integer [B], when concrete >= 0 and, if the model is given
+  (`apply_fn`, `params`), < K for the K classes it scores; eps finite
+  and >= 0 (None allowed for minimal-norm attacks); norm known.
   """
   if getattr(images, "ndim", None) != 4:
     raise ValueError(f"images must be [B, H, W, C], got shape {getattr(images, 'shape', None)}")
   if not jnp.issubdtype(images.dtype, jnp.floating):
     raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+  k = None if apply_fn is None else num_classes(apply_fn, params, images)
   for name, lab in (("labels", labels), ("target_labels", target_labels)):
     if lab is None and name == "target_labels":
       continue
     if getattr(lab, "shape", None) != images.shape[:1] or not jnp.issubdtype(lab.dtype, jnp.integer):
       raise ValueError(f"{name} must be integers of shape {images.shape[:1]}, got "
                        f"{getattr(lab, 'dtype', type(lab))}{getattr(lab, 'shape', '')}")
+    if _is_concrete(lab) and lab.size:
+      lo, hi = int(np.min(lab)), int(np.max(lab))
+      if lo < 0 or (k is not None and hi >= k):
+        raise ValueError(f"{name} must lie in [0, {k or 'K'}) for a model of {k or 'K'} "
+                         f"classes, got values in [{lo}, {hi}]")
   if norm is not None:
     budgets.check_norm(norm)
   budgets.check_eps(eps, allow_none=allow_no_eps)
-  if _is_concrete(images):
-    lo, hi = float(jnp.min(images)), float(jnp.max(images))
-    if lo < 0.0 or hi > 1.0:
-      raise ValueError(f"images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+  if _is_concrete(images):           # numpy: a constant under an outer jit stays concrete
+    values = np.asarray(images)
+    lo, hi = float(values.min()), float(values.max())
+    if not (0.0 <= lo and hi <= 1.0):          # also false for NaN
+      raise ValueError(f"images must be finite and lie in [0, 1], got values in "
+                       f"[{lo:.4g}, {hi:.4g}]")
 
 
 def check_positive_int(**kwargs: int) -> None:

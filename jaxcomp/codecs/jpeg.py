@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxcomp.ops import color, dct
 from jaxcomp.ops.jpeg_tables import check_quality, quality_tables
-from jaxcomp.ops.quantization import QUANTIZERS, quantize_dequantize
+from jaxcomp.ops.quantization import QUANTIZERS, check_positive, quantize_dequantize
 from jaxcomp.ops.rounding import round_st
 
 SUBSAMPLINGS = ("4:2:0", "4:4:4")
@@ -75,8 +75,9 @@ def check_images(images: jax.Array, *, channels: tuple[int, ...] = (3,),
   if not jnp.issubdtype(images.dtype, jnp.floating):
     raise ValueError(f"images must be {'uint8 or ' if allow_uint8 else ''}floating point, "
                      f"got dtype {images.dtype}")
-  if not isinstance(images, jax.core.Tracer):
-    lo, hi = float(jnp.min(images)), float(jnp.max(images))
+  if not isinstance(images, jax.core.Tracer):      # numpy: a constant under `jit` stays concrete
+    values = np.asarray(images)
+    lo, hi = float(values.min()), float(values.max())
     if lo < 0.0 or hi > 1.0 or not np.isfinite(lo + hi):
       raise ValueError(f"float images must lie in [0, 1], got values in [{lo}, {hi}]")
 
@@ -91,6 +92,8 @@ def _tables(quality, tables, dtype) -> tuple[jax.Array, jax.Array]:
   luma, chroma = (jnp.asarray(t, dtype) for t in tables)
   if luma.shape != (8, 8) or chroma.shape != (8, 8):
     raise ValueError(f"tables must be [8, 8], got {luma.shape} and {chroma.shape}")
+  check_positive("luma table", luma)
+  check_positive("chroma table", chroma)
   return luma, chroma
 
 
@@ -128,12 +131,14 @@ def jpeg_coefficients(images: jax.Array, *, quality: int | None = None,
   Args:
     images: [B, H, W, 3] RGB, uint8 or float in [0, 1]; any H, W >= 1.
     quality: IJG quality 1..100 (libjpeg's tables), or
-    tables: (luma, chroma) step sizes, each [8, 8] (natural order; arrays may be
-      traced, so gradients reach them with the differentiable quantizers).
+    tables: (luma, chroma) step sizes, each [8, 8], finite and > 0 (natural order;
+      arrays may be traced, so gradients reach them with the differentiable
+      quantizers; only concrete ones are checked).
     subsampling: "4:2:0" (libjpeg's and Pillow's default) or "4:4:4".
     quantizer: "hard" | "ste" | "noise" | "soft" (`jaxcomp.ops.quantization`).
     key: PRNG key for quantizer="noise".
-    alpha: hardness of quantizer="soft" (JPEG-DL's L = 5, b = 8 otherwise).
+    alpha: hardness of quantizer="soft", finite and > 0 (JPEG-DL's L = 5, b = 8
+      otherwise).
 
   Returns:
     `JpegCoefficients` (indices `z_hat / q`, tables, static size information).
@@ -143,6 +148,8 @@ def jpeg_coefficients(images: jax.Array, *, quality: int | None = None,
     raise ValueError(f"unknown subsampling {subsampling!r}; expected one of {SUBSAMPLINGS}")
   if quantizer not in QUANTIZERS:
     raise ValueError(f"unknown quantizer {quantizer!r}; expected one of {QUANTIZERS.names()}")
+  if quantizer == "soft":
+    check_positive("alpha", alpha)
   uint8 = images.dtype == jnp.uint8
   dtype = jnp.float32 if uint8 else jnp.promote_types(images.dtype, jnp.float32)
   x = images.astype(dtype) if uint8 else images.astype(dtype) * 255.0

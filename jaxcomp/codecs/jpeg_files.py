@@ -25,14 +25,15 @@ _PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:0": 2}
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-  """uint8 as is; float in [0, 1] -> round(255 x) as uint8 (ValueError otherwise)."""
+  """uint8 as is; float in [0, 1] -> round(255 x) as uint8 (ValueError otherwise, NaN included)."""
   image = np.asarray(image)
   if image.dtype == np.uint8:
     return image
   if not np.issubdtype(image.dtype, np.floating):
     raise ValueError(f"image must be uint8 or float in [0, 1], got dtype {image.dtype}")
-  if image.size and (image.min() < 0.0 or image.max() > 1.0):
-    raise ValueError(f"float image must lie in [0, 1], got [{image.min()}, {image.max()}]")
+  if image.size and not (image.min() >= 0.0 and image.max() <= 1.0):     # NaN fails too
+    raise ValueError(f"float image must be finite and lie in [0, 1], got "
+                     f"[{image.min()}, {image.max()}]")
   return np.round(image * 255.0).astype(np.uint8)
 
 

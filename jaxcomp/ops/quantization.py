@@ -23,6 +23,19 @@ from jaxcomp.registry import Registry
 QUANTIZERS: Registry = Registry("quantizer")
 
 
+def check_positive(name: str, value: jax.Array | float) -> None:
+  """ValueError unless every element of a concrete `value` is finite and > 0.
+
+  Step sizes and hardness are checked where they enter the public functions;
+  traced values (under `jit` / `grad`) cannot be, and pass unchecked.
+  """
+  if isinstance(value, jax.core.Tracer):
+    return
+  v = np.asarray(value)
+  if v.size and not (np.all(np.isfinite(v)) and np.all(v > 0)):
+    raise ValueError(f"{name} must be finite and > 0, got values in [{np.min(v)}, {np.max(v)}]")
+
+
 def index_window(q: jax.Array, *, num_candidates: int, bits: int | None = 8,
                  bound: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """The lowest and highest candidate index of the soft quantizer, `(lo, hi)`.
@@ -84,6 +97,8 @@ def soft_quantize(z: jax.Array, q: jax.Array, alpha: jax.Array | float, *,
       bits is None or 2 ** (bits - 1) - num_candidates < -2 ** (bits - 1) + 1)):
     raise ValueError(f"need num_candidates >= 1 and 2**bits > 2 * num_candidates - 2, "
                      f"got num_candidates={num_candidates}, bits={bits}")
+  check_positive("step sizes q", q)
+  check_positive("alpha", alpha)
   q = jnp.asarray(q, z.dtype)
   alpha = jnp.asarray(alpha, z.dtype)
   lo, hi = index_window(q, num_candidates=num_candidates, bits=bits, bound=bound)
@@ -205,10 +220,12 @@ def quantize_dequantize(z: jax.Array, q: jax.Array, *, quantizer: str = "hard",
     Reconstructions `z_hat`, same shape and dtype as `z`.
 
   Raises:
-    ValueError: an unknown quantizer, or "noise" without a key.
+    ValueError: an unknown quantizer, "noise" without a key, or (concrete
+      values) steps or a "soft" alpha that are not finite and > 0.
   """
   try:
     fn = QUANTIZERS.get(quantizer)
   except KeyError as e:
     raise ValueError(e.args[0]) from None
+  check_positive("step sizes q", q)
   return fn(z, q, key=key, alpha=alpha, num_candidates=num_candidates, bits=bits)
