@@ -39,7 +39,8 @@ def semantic_jpeg_defense(images: jax.Array, key: jax.Array | None = None, *,
                           num_perturbations: int = 5, input_noise: float = 0.02,
                           jitter: int = 8, activation_noise: float = 0.1,
                           dropout_rate: float = 0.0, method: str = "top5",
-                          variables: Any = None, pooling: str = "mean",
+                          short_side: int | None = None, variables: Any = None,
+                          pooling: str = "mean",
                           final_quality: int | None = None,
                           subsampling: str = "4:2:0") -> jax.Array:
   """Variable-quality JPEG of a batch guided by its (Aug-)MS-ROI map.
@@ -56,6 +57,7 @@ def semantic_jpeg_defense(images: jax.Array, key: jax.Array | None = None, *,
     num_perturbations, input_noise, jitter, activation_noise, dropout_rate:
       Aug-MSROI's perturbations (`jaxcomp.msroi.maps.aug_msroi_map`).
     method: map combination, "top5" | "threshold" | "code" (`saliency_map`).
+    short_side: the network's input short side (`saliency_map`; None: full size).
     variables: MS-ROI network variables; None: the shipped weights.
     pooling: a block's saliency, "mean" or "max" over its pixels (`block_levels`).
     final_quality: Q_f of Algorithm 1's final encode, or None for none.
@@ -75,9 +77,10 @@ def semantic_jpeg_defense(images: jax.Array, key: jax.Array | None = None, *,
       map_fn = lambda x, k: maps.aug_msroi_map(  # noqa: E731
           x, k, variables=variables, num_perturbations=num_perturbations,
           input_noise=input_noise, jitter=jitter, activation_noise=activation_noise,
-          dropout_rate=dropout_rate, method=method)
+          dropout_rate=dropout_rate, method=method, short_side=short_side)
     else:
-      map_fn = lambda x, k: maps.saliency_map(x, variables=variables, method=method)  # noqa: E731
+      map_fn = lambda x, k: maps.saliency_map(  # noqa: E731
+          x, variables=variables, method=method, short_side=short_side)
   saliency = jax.lax.stop_gradient(map_fn(images, key))
   if saliency.shape != images.shape[:3]:
     raise ValueError(f"map_fn returned shape {saliency.shape}, expected {images.shape[:3]}")

@@ -4,7 +4,9 @@ A stage is registered in `DEFENSE_STAGES` as a `Stage`: the keyword arguments
 it accepts and `make(context, **kwargs) -> stage(images, key) -> images`, where
 `context` carries what a stage may need of the defended model
 (`context["rcam_fn"]`: images -> R-CAM maps). A new defense stage is one
-registration here (or in its own module).
+registration here (or in its own module). "msroi" / "aug_msroi" are the semantic
+JPEG defense (`semantic_jpeg_defense`, aug=False / True) with the shipped
+MS-ROI network's maps; they need nothing of the defended model.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import jax.numpy as jnp
 
 from jaxcomp.defenses.jpeg import jpeg_defense
 from jaxcomp.defenses.pixel_deflection import pixel_deflection
+from jaxcomp.defenses.semantic_jpeg import semantic_jpeg_defense
 from jaxcomp.defenses.wavelet import denoise_wavelet
 from jaxcomp.registry import Registry
 
@@ -56,3 +59,14 @@ def _pixel_deflection(context: Mapping[str, Any], *, rcam: bool = True, **kw) ->
 
 DEFENSE_STAGES.register("pd", Stage(("deflections", "window", "rcam"), _pixel_deflection,
                                     random=True))
+
+_SEMANTIC_JPEG_ARGS = ("levels", "method", "short_side", "pooling", "final_quality",
+                       "subsampling")
+DEFENSE_STAGES.register("msroi", Stage(
+    _SEMANTIC_JPEG_ARGS,
+    lambda context, **kw: lambda x, key: semantic_jpeg_defense(x, key, aug=False, **kw)))
+DEFENSE_STAGES.register("aug_msroi", Stage(
+    _SEMANTIC_JPEG_ARGS + ("num_perturbations", "input_noise", "jitter", "activation_noise",
+                           "dropout_rate"),
+    lambda context, **kw: lambda x, key: semantic_jpeg_defense(x, key, aug=True, **kw),
+    random=True))
