@@ -8,6 +8,8 @@ head are closed forms written out below.
 
 from __future__ import annotations
 
+import functools
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -31,6 +33,12 @@ def _shapes(model, shape):
   return jax.eval_shape(init_and_apply, x)
 
 
+@functools.lru_cache(maxsize=None)
+def _traced(name: str, channels: int = 2 * 96):
+  """Shapes of a registered cResNet on a batch of 2 8x8 latent maps, traced once per module."""
+  return _shapes(models.MODELS.get(name)(10), (2, 8, 8, channels))
+
+
 def _branch_count(c_in: int, width: int, out: int = 128) -> int:
   """1x1 c_in->w, 3x3 w->w, 1x1 w->out, projection c_in->out; BN(k) has 2k parameters."""
   return c_in * width + 9 * width * width + width * out + c_in * out + 2 * (2 * width + 2 * out)
@@ -46,8 +54,7 @@ def resnet50_trunk_count() -> int:
 
 @pytest.mark.parametrize("name, branch_width", [("cresnet39", 32), ("cresnet39_coded", 96)])
 def test_parameter_count_and_shapes(name, branch_width, resnet50_trunk_count):
-  model = models.MODELS.get(name)(10)
-  variables, (logits, aux) = _shapes(model, (2, 8, 8, 2 * 96))
+  variables, (logits, aux) = _traced(name)
   expected = resnet50_trunk_count + 2 * _branch_count(96, branch_width) + 2048 * 10 + 10
   assert models.count_params(variables["params"]) == expected
   assert logits.shape == (2, 10) and logits.dtype == jnp.float32
@@ -58,7 +65,7 @@ def test_parameter_count_and_shapes(name, branch_width, resnet50_trunk_count):
 def test_table2_count_by_hand():
   """Table 2 on M = 96 latents: 23,361,802 = 23,282,688 (ResNet-50 layers 2-4, torchvision)
   + 2 x 29,312 (branches) + 20,490 (head)."""
-  variables, _ = _shapes(models.MODELS.get("cresnet39")(10), (1, 8, 8, 192))
+  variables, _ = _traced("cresnet39")
   assert _branch_count(96, 32) == 29_312
   assert models.count_params(variables["params"]) == 23_361_802
 
@@ -85,7 +92,7 @@ def test_shapes_through_the_network_for_each_rate_point(name):
   images = jax.ShapeDtypeStruct((2, 128, 128, 3), jnp.float32)
   y_hat, sigma_hat = jax.eval_shape(lambda x: latents.latents(codec, params, x), images)
   assert y_hat.shape == sigma_hat.shape == (2, 8, 8, codec.num_latent)
-  _, (logits, aux) = _shapes(models.MODELS.get("cresnet39")(10), (2, 8, 8, 2 * codec.num_latent))
+  _, (logits, aux) = _traced("cresnet39", 2 * codec.num_latent)
   assert logits.shape == (2, 10) and aux["features"].shape == (2, 1, 1, 2048)
 
 
@@ -101,12 +108,13 @@ def test_space_to_depth_by_hand():
 
 def test_aligned_crops_use_one_key():
   rng = np.random.default_rng(0)
+  crop = jax.jit(lambda maps, k: cresnet.crop_flip(maps, k, size=8, pad=1))
   y = jnp.asarray(rng.standard_normal((16, 8, 8, 4)), jnp.float32)
-  same_y, same_s = jax.jit(lambda a, k: cresnet.crop_flip([a, a], k, size=8, pad=1))(y, KEY)
+  same_y, same_s = crop([y, y], KEY)
   np.testing.assert_array_equal(same_y, same_s)             # identical inputs, identical crops
-  s = jnp.asarray(rng.standard_normal((16, 8, 8, 3)), jnp.float32)
-  cy, cs = cresnet.crop_flip([y, s], KEY, size=8, pad=1)
-  (both,) = cresnet.crop_flip([jnp.concatenate([y, s], -1)], KEY, size=8, pad=1)
+  s = jnp.asarray(rng.standard_normal((16, 8, 8, 4)), jnp.float32)
+  cy, cs = crop([y, s], KEY)
+  (both,) = crop([jnp.concatenate([y, s], -1)], KEY)
   np.testing.assert_array_equal(jnp.concatenate([cy, cs], -1), both)
   # Every crop is a window of the zero-padded map, mirrored or not (hand check).
   padded = np.pad(np.asarray(y), ((0, 0), (1, 1), (1, 1), (0, 0)))
@@ -118,7 +126,7 @@ def test_aligned_crops_use_one_key():
     assert plain or mirrored
     flips += mirrored and not plain
   assert 0 < flips < 16
-  other_y, _ = cresnet.crop_flip([y, s], jax.random.key(1, impl="rbg"), size=8, pad=1)
+  other_y, _ = crop([y, s], jax.random.key(1, impl="rbg"))
   assert not np.array_equal(other_y, cy)
 
 
@@ -131,6 +139,7 @@ def test_evaluation_view_is_deterministic():
   assert resized.shape == (2, 4, 4, 1)
 
 
+@pytest.mark.slow   # compiles a training-mode pass: ~1 min of loaded CPU
 def test_small_models_run_and_batch_norm_updates():
   model = cresnet.CResNet(10, width=0.125, depth=0.1)
   x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8, 8, 24)), jnp.float32)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcomp import config_lib, parallel, train
+from jaxcomp import checkpoint, config_lib, parallel, train
 from jaxcomp.codecs import compression, latents, learned, pretrained
 from jaxcomp.tasks import compressed_domain
 
@@ -78,6 +78,7 @@ def test_config_variants(cache_dir):
     _config("", cache_dir, **{"compressed_domain.rate_weight": -1.0})
 
 
+@pytest.mark.slow   # codes 48 images and compiles the latent maps: minutes of loaded CPU
 def test_cached_latents_equal_fresh_ones(frozen, monkeypatch):
   ds = compressed_domain.data_lib.get_dataset(frozen.config.data, "train")
   images, labels = ds.read(np.arange(len(ds)))
@@ -99,6 +100,7 @@ def test_cached_latents_equal_fresh_ones(frozen, monkeypatch):
   np.testing.assert_array_equal(again.train_ds.source.images, maps)
 
 
+@pytest.mark.slow   # compiles a training step and the evaluation: minutes of loaded CPU
 def test_frozen_mode_leaves_the_encoder_bit_identical(frozen):
   trainer, state, batch = _trainer_and_state(frozen)
   pretrained_params = _flat(frozen.codec_params)
@@ -119,6 +121,7 @@ def test_frozen_mode_leaves_the_encoder_bit_identical(frozen):
   np.testing.assert_allclose(result["bpp"], np.mean(frozen.eval_bits) / 1024, rtol=1e-6)
 
 
+@pytest.mark.slow   # codes the data of the frozen fixture: minutes of loaded CPU
 def test_prepare_checks_the_codec_groups(cache_dir, frozen):
   batch = next(frozen.train_iterator(seed=0, start_step=0))
   shapes = jax.eval_shape(frozen.init_variables, jax.random.key(0, impl="rbg"), batch)
@@ -153,6 +156,7 @@ def test_joint_mode_changes_the_encoder_and_a_rate_weight_lowers_the_bpp(cache_d
   assert np.isfinite(float(metrics["loss"])) and float(metrics["bpp"]) > 0
 
 
+@pytest.mark.slow   # compiles the pixel cResNet: minutes of loaded CPU
 def test_pixel_baseline_uses_the_same_trunk(cache_dir):
   task = compressed_domain.CompressedDomainTask(_config("variant=pixels", cache_dir), MESH)
   batch = next(task.train_iterator(seed=0, start_step=0))
@@ -178,6 +182,26 @@ def test_decoded_baseline_reads_reconstructions(cache_dir):
   assert task.eval_bits.shape == (16,) and np.all(task.eval_bits > 0)
 
 
+@pytest.mark.slow   # two short runs of the trainer
+def test_a_run_starts_from_the_classifier_of_another(cache_dir, tmp_path):
+  first = _config("", cache_dir, **{"train.num_steps": 2})
+  train.train_and_evaluate(first, str(tmp_path / "frozen"))
+  saved = _flat(checkpoint.read_run(tmp_path / "frozen")[1]["params"]["classifier"])
+  task = compressed_domain.CompressedDomainTask(
+      _config("encoder=joint", cache_dir,
+              **{"compressed_domain.init_from": str(tmp_path / "frozen")}), MESH)
+  _, state, _ = _trainer_and_state(task)
+  loaded = _flat(state.params["classifier"])
+  assert loaded.keys() == saved.keys()
+  for k, v in loaded.items():
+    np.testing.assert_array_equal(v, saved[k], err_msg=k)
+  pixels = compressed_domain.CompressedDomainTask(
+      _config("variant=pixels", cache_dir,
+              **{"compressed_domain.init_from": str(tmp_path / "frozen")}), MESH)
+  with pytest.raises(ValueError, match="holds no classifier of this architecture"):
+    _trainer_and_state(pixels)
+
+
 def test_bad_configurations_are_refused(cache_dir, tmp_path):
   with pytest.raises(ValueError, match="too small for the network"):
     compressed_domain.CompressedDomainTask(
@@ -194,8 +218,9 @@ def test_bad_configurations_are_refused(cache_dir, tmp_path):
   with pytest.raises(ValueError, match="neither a shipped model"):
     compressed_domain.load_codec("hyperprior-q9")
   factorized = learned.build("factorized", num_filters=8, num_latent=8)
-  params = jax.jit(lambda k: factorized.init(k, jnp.zeros((1, 64, 64, 3))))(
-      jax.random.key(0, impl="rbg"))["params"]
+  shapes = jax.eval_shape(factorized.init, jax.random.key(0, impl="rbg"),
+                          jnp.zeros((1, 64, 64, 3)))["params"]
+  params = jax.tree.map(lambda v: np.zeros(v.shape, v.dtype), shapes)   # values do not matter
   pretrained.save(tmp_path / "factorized.npz", factorized, params)
   with pytest.raises(ValueError, match="not a hyperprior codec"):
     compressed_domain.load_codec(str(tmp_path / "factorized.npz"))
