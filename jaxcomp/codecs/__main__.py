@@ -1,6 +1,6 @@
 """Command line of jaxcomp's learned codecs.
 
-  python -m jaxcomp.codecs list
+  python -m jaxcomp.codecs list [--long]
   python -m jaxcomp.codecs compress --model hyperprior-q3 in.png out.jcx
   python -m jaxcomp.codecs compress --checkpoint WORKDIR in.png out.jcx
   python -m jaxcomp.codecs decompress out.jcx back.png [--checkpoint WORKDIR]
@@ -107,9 +107,20 @@ def _load(args) -> tuple:
   return model, params, args.model
 
 
+def _describe(metadata: dict) -> str:
+  """One line on what a shipped model is and was trained on, from its metadata."""
+  crop = int(metadata.get("crop", 0))
+  data = f"{crop}x{crop} crops" if crop else "whole dataset images (crop=0), not photo crops"
+  config = next((w.split("=", 1)[1].split(":")[0] for w in
+                 str(metadata.get("training_command", "")).split() if w.startswith("--config=")),
+                "?")
+  return (f"{metadata.get('architecture', '?')}, lambda={metadata.get('lmbda', '?')}, "
+          f"{metadata.get('step', '?')} steps on {data} ({config})")
+
+
 def _list(args) -> int:
-  del args
-  print("\n".join(pretrained.list_models()))
+  for name in pretrained.list_models():
+    print(f"{name}\t{_describe(pretrained.load(name)[2])}" if args.long else name)
   return 0
 
 
@@ -217,8 +228,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="refuse larger images and streams (default %(default)s; memory "
                           "grows with it)")
   sub = p.add_subparsers(dest="command", required=True)
-  sub.add_parser("list", help="print the shipped model names, one per line",
-                 parents=[common])
+  ls = sub.add_parser("list", help="print the shipped model names, one per line",
+                      parents=[common])
+  ls.add_argument("--long", action="store_true",
+                  help="add what each model was trained on (crops or whole images, steps)")
   c = sub.add_parser("compress", help="image -> .jcx stream", parents=[limit])
   src = c.add_mutually_exclusive_group(required=True)
   src.add_argument("--model", help="a shipped model (see `list`)")

@@ -144,3 +144,15 @@ def test_a_checkpoint_of_another_task_is_one_line(tmp_path, capsys, shared_data)
   Image.open(shared_data / "kodak" / "kodim01.png").crop((0, 0, 64, 64)).save(image)
   code, _, err = _run(["compress", "--checkpoint", tmp_path, image, tmp_path / "o.jcx"], capsys)
   assert code == 1 and _one_line(err) and "does not hold a hyperprior codec" in err
+
+
+def test_list_long_says_what_each_model_was_trained_on(capsys):
+  # The cifar10-bls-* models are trained on whole 32x32 images (~13 dB on photos):
+  # `list --long` says so, from each model's metadata; plain `list` stays one name a line.
+  code, out, _ = _run(["list", "--long"], capsys)
+  lines = dict(l.split("\t") for l in out.splitlines())
+  assert code == 0 and set(lines) == set(pretrained.list_models())
+  assert "128x128 crops (configs/bmshj2018.py)" in lines["hyperprior-q1"]
+  for name in (n for n in lines if n.startswith("cifar10-bls")):
+    assert "whole dataset images (crop=0)" in lines[name]
+  assert _run(["list"], capsys)[1].splitlines() == pretrained.list_models()
