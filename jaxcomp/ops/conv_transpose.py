@@ -7,7 +7,8 @@ sees the kernel taps `t = s * d + pad - r`, so all phases are one stride-1
 convolution with `s*s*C_out` outputs ("sub-pixel convolution", Shi et al. 2016,
 Sec. 2.2) followed by a pixel shuffle. XLA's CPU backend runs input-dilated
 convolutions (and their gradients) through a slow generic path; this form is
-about 10x faster there to train, and equal elsewhere.
+about 10x faster there to train, and equal elsewhere. The stride-1 convolution
+is `ops.conv.conv_general_dilated`, whose kernel gradient is a GEMM on CPU.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxcomp.ops.conv import conv_general_dilated
 
 
 def _same_padding(k: int, s: int) -> int:
@@ -58,8 +61,7 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   sub = sub * mask[..., None, None]
   sub = jnp.transpose(sub, (0, 1, 4, 2, 3, 5)).reshape(len(d), len(d), c_in, s * s * c_out)
   pad = (-d_lo, int(d[-1, 0]))
-  y = jax.lax.conv_general_dilated(x, sub, (1, 1), (pad, pad),
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = conv_general_dilated(x, sub, (1, 1), (pad, pad), dimension_numbers=("NHWC", "HWIO", "NHWC"))
   n, h, w, _ = y.shape
   y = y.reshape(n, h, w, s, s, c_out).transpose(0, 1, 3, 2, 4, 5)
   return y.reshape(n, h * s, w * s, c_out)

@@ -1,0 +1,255 @@
+"""`lax.conv_general_dilated` with gradients that run on XLA:CPU's fast paths.
+
+`conv_general_dilated` takes the arguments of `lax.conv_general_dilated` and
+returns the same value with the same derivatives of every order (it is a
+`jax.custom_jvp`, so forward mode, reverse mode and their compositions work).
+Only the way the two linear terms of its JVP are written differs:
+
+* Input term. JAX writes the input gradient as a convolution whose kernel
+  dimension numbers swap input and output features ("01oi"); XLA:CPU turns
+  such convolutions into its fast form only at the top level of a program, so
+  inside a `while_loop` / `scan` body (every iterative attack) they fall back
+  to a naive kernel, ~6x slower for ResNet-20 (jax 0.10.2, 2 cores). The
+  tangent is written with an explicitly transposed kernel and relabelled
+  dimension numbers, the same convolution, so that its transpose (the input
+  gradient) has canonical ones ("01io"). This holds on every backend.
+* Kernel term, on CPU only (`lax.platform_dependent`; GPUs and TPUs keep XLA's
+  own convolution). JAX's kernel gradient is a convolution whose window is the
+  whole output image and whose batch dimension is the input channel
+  ("b01f_01io->b01f" with a 32x32 window for CIFAR); XLA:CPU runs it 3-12x
+  slower than the forward convolution of the same layer (docs/performance.md).
+  The tangent `conv(x, dk)` is written instead as matrix products of x with
+  dk, so that its transpose, the kernel gradient, is a GEMM over
+  batch x space:
+  - "columns" (1x1 kernels, and inputs with at most a quarter of the output's
+    channels, e.g. RGB stems): the im2col matrix X [N*Ho*Wo, kh*kw*C] of x,
+    `y = X @ dk`, so `dk = X^T g`;
+  - "chunked" (all other layers, and grouped / depthwise ones): x split into
+    its stride phases `x[:, r_h::s_h, r_w::s_w]` (x itself at stride 1) and
+    into chunks of whole images (`CHUNK_BYTES`); per chunk and phase one GEMM
+    `Z = K_r x_r^T` gives every tap's contribution on the phase grid, and
+    `y = sum_t shift_t(Z_t)`. Transposed, each `lax.scan` step builds the
+    shifted copies of its chunk of g (in cache) and contracts them with the
+    chunk of x in one GEMM, accumulating dk.
+  Both are `jax.checkpoint`ed: only x is kept for the backward pass.
+Convolutions with input dilation, batch groups or other than two spatial
+dimensions keep XLA's kernel term everywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
+
+# Bytes of one chunk's images of x plus the shifted copies of their output
+# gradient that the chunked kernel gradient builds: about an L2 cache's worth
+# (2 x 512 KiB on the AMD EPYC this was tuned on; 0.5-2 MiB were within noise).
+CHUNK_BYTES = 1 << 20
+# "columns" replicates x kh*kw times, "chunked" replicates the output gradient;
+# columns is used where x has at most 1/COLUMNS_RATIO of the output channels.
+COLUMNS_RATIO = 4
+
+
+class _Taps(NamedTuple):
+  """Where kernel taps read one spatial axis of x: tap i, output o -> x[s*(o + q) + r]."""
+  index: tuple[int, ...]   # tap indices i whose phase r exists (r < input size)
+  offset: tuple[int, ...]  # q
+  phase: tuple[int, ...]   # r in [0, stride)
+
+
+def _axis_taps(size: int, kernel: int, stride: int, dilation: int, pad_lo: int) -> _Taps:
+  """Taps of one axis: `dilation * i - pad_lo = stride * q + r` (floor division)."""
+  qr = [divmod(dilation * i - pad_lo, stride) for i in range(kernel)]
+  keep = [i for i in range(kernel) if qr[i][1] < size]
+  return _Taps(tuple(keep), tuple(qr[i][0] for i in keep), tuple(qr[i][1] for i in keep))
+
+
+class _Geometry(NamedTuple):
+  """A 2-D NHWC / HWIO convolution without input dilation or batch groups."""
+  strides: tuple[int, int]
+  padding: tuple[tuple[int, int], tuple[int, int]]
+  dilation: tuple[int, int]
+  groups: int
+
+  def out_size(self, x_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> tuple[int, int]:
+    return tuple(  # type: ignore[return-value]
+        (x_shape[1 + a] + sum(self.padding[a]) - self.dilation[a] * (k_shape[a] - 1) - 1)
+        // self.strides[a] + 1 for a in range(2))
+
+
+def _columns(x: jax.Array, k_shape: tuple[int, ...], geo: _Geometry) -> jax.Array:
+  """im2col: [N, H, W, C] -> [N*Ho*Wo, kh*kw*C], column (i, j, c) = x at tap (i, j)."""
+  n, _, _, c = x.shape
+  (kh, kw), (sh, sw), (dh, dw) = k_shape[:2], geo.strides, geo.dilation
+  ho, wo = geo.out_size(x.shape, k_shape)
+  xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0),) + tuple((lo, hi, 0) for lo, hi in
+                                                              geo.padding) + ((0, 0, 0),))
+  cols = [lax.slice(xp, (0, i * dh, j * dw, 0),
+                    (n, i * dh + sh * (ho - 1) + 1, j * dw + sw * (wo - 1) + 1, c), (1, sh, sw, 1))
+          for i in range(kh) for j in range(kw)]
+  return jnp.concatenate(cols, axis=-1).reshape(n * ho * wo, kh * kw * c)
+
+
+def _columns_term(x: jax.Array, dk: jax.Array, geo: _Geometry) -> jax.Array:
+  """conv(x, dk) as `columns(x) @ dk`; its transpose is `dk = columns(x)^T g`."""
+  ho, wo = geo.out_size(x.shape, dk.shape)
+  y = jnp.dot(_columns(x, dk.shape, geo), dk.reshape(-1, dk.shape[-1]))
+  return y.reshape(x.shape[0], ho, wo, dk.shape[-1])
+
+
+def _chunk(n: int, bytes_per_image: int) -> int:
+  """The largest divisor of n whose images take at most CHUNK_BYTES (at least 1)."""
+  target = max(1, CHUNK_BYTES // bytes_per_image)
+  return max(d for d in range(1, min(n, target) + 1) if n % d == 0)
+
+
+def _chunked_term(x: jax.Array, dk: jax.Array, geo: _Geometry) -> jax.Array:
+  """conv(x, dk) as per-phase GEMMs over chunks of images plus shifts (module docstring).
+
+  The scan body applies no operation to its slice of x but the GEMM, so that
+  JAX's transposition of the scan keeps no per-chunk residuals.
+  """
+  n, h, w, c = x.shape
+  kh, kw, cg, o = dk.shape
+  g = geo.groups
+  og = o // g
+  ho, wo = geo.out_size(x.shape, dk.shape)
+  rows, cols = (_axis_taps(size, k, s, d, pad[0]) for size, k, s, d, pad in zip(
+      (h, w), (kh, kw), geo.strides, geo.dilation, geo.padding))
+  phases: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+  for i, qi, ri in zip(*rows):
+    for j, qj, rj in zip(*cols):
+      phases.setdefault((ri, rj), []).append((i, j, qi, qj))
+  grid = {r: (len(range(r[0], h, geo.strides[0])), len(range(r[1], w, geo.strides[1])))
+          for r in phases}
+  taps = sum(len(t) * grid[r][0] * grid[r][1] for r, t in phases.items())
+  chunk = _chunk(n, x.dtype.itemsize * (h * w * c + o * taps))
+  nch = n // chunk
+
+  def split(xr: jax.Array) -> jax.Array:  # [n, hr, wr, c] -> [nch, (G,) chunk*hr*wr, cg]
+    if g == 1:
+      return xr.reshape(nch, -1, c)
+    return xr.reshape(nch, -1, g, cg).transpose(0, 2, 1, 3)
+
+  xs = [split(x[:, r[0]::geo.strides[0], r[1]::geo.strides[1]]) for r in phases]
+  # Per phase: [(G,) T*og, cg], rows (tap, output channel of the group).
+  ks = [jnp.stack([dk[i, j] for i, j, _, _ in t]).reshape(len(t), cg, g, og)
+        .transpose(2, 0, 3, 1).reshape((g,) * (g > 1) + (len(t) * og, cg)) for t in phases.values()]
+  spec = "gkc,glc->gkl" if g > 1 else "kc,lc->kl"
+
+  def body(xs_chunk: list[jax.Array]) -> jax.Array:  # -> [o, chunk, ho, wo]
+    y = None
+    for xr, kr, (r, t) in zip(xs_chunk, ks, phases.items()):
+      hr, wr = grid[r]
+      z = jnp.einsum(spec, kr, xr).reshape(g, len(t), og * chunk * hr * wr)
+      for zt, (_, _, qi, qj) in zip(lax.split(z, [1] * len(t), axis=1), t):
+        zt = lax.pad(zt.reshape(o, chunk, hr, wr), jnp.zeros((), z.dtype),
+                     ((0, 0, 0),) * 2 + ((-qi, ho - hr + qi, 0), (-qj, wo - wr + qj, 0)))
+        y = zt if y is None else y + zt
+    return y
+
+  if nch == 1:
+    ys = body([xr[0] for xr in xs])[None]
+  else:
+    ys = lax.scan(lambda _, xs_chunk: (None, body(xs_chunk)), None, xs)[1]
+  return ys.transpose(0, 2, 3, 4, 1).reshape(n, ho, wo, o)
+
+
+def _uses_columns(k_shape: tuple[int, ...], groups: int) -> bool:
+  """Whether the HWIO kernel's gradient takes the "columns" form (else "chunked")."""
+  kh, kw, cg, o = k_shape
+  return groups == 1 and (kh * kw == 1 or COLUMNS_RATIO * cg <= o)
+
+
+def _cpu_kernel_term(x: jax.Array, dk: jax.Array, *, geo: _Geometry,
+                     dn: lax.ConvDimensionNumbers, out_dtype: Any) -> jax.Array:
+  """conv(x, dk) in the layouts of `dn`, computed by `_columns_term` or `_chunked_term`."""
+  x = jnp.transpose(x, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))
+  dk = jnp.transpose(dk, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))
+  dtype = jnp.promote_types(jnp.result_type(x, dk), jnp.float32)  # accumulate in >= float32
+  x, dk = x.astype(dtype), dk.astype(dtype)
+  term = _columns_term if _uses_columns(dk.shape, geo.groups) else _chunked_term
+  y = term(x, dk, geo)
+  nhwc = (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1])
+  return jnp.transpose(y, np.argsort(nhwc)).astype(out_dtype)
+
+
+def _kernel_term(conv: Callable[..., jax.Array], geo: _Geometry | None,
+                 dn: lax.ConvDimensionNumbers, x: jax.Array, dk: jax.Array) -> jax.Array:
+  """`conv(x, dk)`, linear in dk; on CPU in the form whose transpose is a fast GEMM."""
+  xla = lambda x, dk: conv(x, dk, dimension_numbers=dn)
+  if geo is None:
+    return xla(x, dk)
+  out_dtype = jax.eval_shape(xla, x, dk).dtype
+  cpu = jax.checkpoint(functools.partial(_cpu_kernel_term, geo=geo, dn=dn, out_dtype=out_dtype))
+  return lax.platform_dependent(x, dk, cpu=cpu, default=xla)
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, padding: Any,
+                         lhs_dilation: Any = None, rhs_dilation: Any = None,
+                         dimension_numbers: Any = None, feature_group_count: int = 1,
+                         batch_group_count: int = 1, precision: Any = None,
+                         preferred_element_type: Any = None) -> jax.Array:
+  """`lax.conv_general_dilated` whose input and kernel gradients run fast on XLA:CPU.
+
+  Same arguments, value and derivatives (to float rounding: sums are taken in
+  another order); see the module docstring for what changes and where. A
+  drop-in for flax's `nn.Conv(..., conv_general_dilated=conv_general_dilated)`.
+
+  Args:
+    lhs: input, e.g. [N, H, W, C] float for "NHWC".
+    rhs: kernel, e.g. [kh, kw, C / feature_group_count, O] for "HWIO".
+    window_strides, padding ("SAME", "VALID" or (low, high) pairs), lhs_dilation,
+      rhs_dilation, dimension_numbers, feature_group_count, batch_group_count,
+      precision, preferred_element_type: as in `lax.conv_general_dilated`.
+
+  Returns:
+    `lax.conv_general_dilated(lhs, rhs, ...)`, e.g. [N, Ho, Wo, O].
+  """
+  dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+  spatial = lhs.ndim - 2
+  window_strides = tuple(window_strides)
+  lhs_dilation = (1,) * spatial if lhs_dilation is None else tuple(lhs_dilation)
+  rhs_dilation = (1,) * spatial if rhs_dilation is None else tuple(rhs_dilation)
+  if isinstance(padding, str):
+    if any(d != 1 for d in lhs_dilation):
+      raise ValueError(f"string padding {padding!r} needs lhs_dilation 1, got {lhs_dilation}")
+    kernel = [(k - 1) * d + 1 for k, d in zip(np.take(rhs.shape, dn.rhs_spec)[2:], rhs_dilation)]
+    padding = lax.padtype_to_pads(np.take(lhs.shape, dn.lhs_spec)[2:], kernel, window_strides,
+                                  padding)
+  padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+  conv = functools.partial(
+      lax.conv_general_dilated, window_strides=window_strides, padding=padding,
+      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+      feature_group_count=feature_group_count, batch_group_count=batch_group_count,
+      precision=precision, preferred_element_type=preferred_element_type)
+  fast_kernel = spatial == 2 and batch_group_count == 1 and lhs_dilation == (1, 1)
+  geo = _Geometry(window_strides, padding, rhs_dilation, feature_group_count) if fast_kernel \
+      else None
+  out_dim, in_dim = dn.rhs_spec[:2]
+  swapped = lax.ConvDimensionNumbers(dn.lhs_spec, (in_dim, out_dim) + dn.rhs_spec[2:],
+                                     dn.out_spec)
+
+  @jax.custom_jvp
+  def f(x, k):
+    return conv(x, k, dimension_numbers=dn)
+
+  def f_jvp(primals, tangents):
+    x, k = primals
+    dx, dk = tangents
+    terms = []
+    if not isinstance(dx, SymbolicZero):  # the same convolution, kernel axes relabelled
+      terms.append(conv(dx, jnp.swapaxes(k, out_dim, in_dim), dimension_numbers=swapped))
+    if not isinstance(dk, SymbolicZero):
+      terms.append(_kernel_term(conv, geo, dn, x, dk))
+    y = f(x, k)
+    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+
+  f.defjvp(f_jvp, symbolic_zeros=True)
+  return f(lhs, rhs)
