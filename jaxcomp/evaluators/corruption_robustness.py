@@ -3,10 +3,11 @@
   python -m jaxcomp.main --config=configs/compressed_training.py:experiment=robustness,\
 checkpoints='runs/aug/*' --workdir=runs/aug-robustness
 
-For every checkpoint of `robustness.checkpoints` (workdirs; globs; "," or ";"
-between them): the accuracy on the clean eval split of `data.name` and on
-`corrupted:<data.name>:<corruption>:<severity>` for the ten corruptions x five
-severities (`data.num_eval_examples` images of each: the same images, 0 for all).
+For every finished run of `robustness.checkpoints` (workdirs; globs; "," or ";"
+between them; runs without a summary.json are skipped): the accuracy on the clean
+eval split of `data.name` and on `corrupted:<data.name>:<corruption>:<severity>` for
+the ten corruptions x five severities (`data.num_eval_examples` images of each: the
+same images, 0 for all).
 A run's results are kept in its workdir (`corruption_accuracy-<digest>.json`,
 keyed by the test source, the subset and the checkpoint's step), so adding runs
 to a sweep evaluates only the new ones.
@@ -202,6 +203,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                      f"({sorted(p.name for p in runs)}); arms are named by it")
   results = {}
   for path in runs:
+    if not (path / "summary.json").is_file():
+      print(f"[corruption_robustness] skip {path}: not finished", file=sys.stderr, flush=True)
+      continue
     print(f"[corruption_robustness] {path}", file=sys.stderr, flush=True)
     results[path.name] = evaluate_run(path, config.data, names=NAMES, severities=SEVERITIES,
                                       batch_size=config.eval.batch_size)
