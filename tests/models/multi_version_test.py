@@ -111,9 +111,12 @@ def test_trunk_freezes_by_regex_and_keeps_its_batch_stats(trunk, x, nets):
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
     grads, updates = jax.grad(loss, has_aux=True)(variables["params"])
     new, opt_state = tx.update(grads, opt_state, variables["params"])
-    return {**updates, "params": optax.apply_updates(variables["params"], new)}, opt_state
+    return {**updates, "params": optax.apply_updates(variables["params"], new)}, grads
 
-  after, _ = step(variables, tx.init(variables["params"]))
+  after, grads = step(variables, tx.init(variables["params"]))
+  # train_trunk=False: no gradient reaches the trunk (stop_gradient), the head's is nonzero.
+  assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads["trunk"]))
+  assert np.abs(np.asarray(grads["head"]["kernel"])).max() > 0
   assert _equal(after["params"]["trunk"], variables["params"]["trunk"])
   assert not _equal(after["params"]["head"], variables["params"]["head"])
   # train_trunk=False: BatchNorm ran on running averages, its statistics unchanged.

@@ -112,6 +112,7 @@ def test_batches_are_the_selectors_versions(classifier_run):
   np.testing.assert_array_equal(batch["image"], np.moveaxis(want, 0, 1))
 
 
+@pytest.mark.slow        # the model-level check runs by default: tests/models/multi_version_test.py
 def test_no_gradient_reaches_the_trunk(classifier_run):
   c = config_lib.validate(_train_config(classifier_run))
   task = multi_version.MultiVersionTask(c, parallel.create_mesh(1))
@@ -148,6 +149,7 @@ def test_another_model_or_no_run_is_refused(classifier_run, tmp_path):
     multi_version.MultiVersionTask(config_lib.validate(c), parallel.create_mesh(1))
 
 
+@pytest.mark.slow        # a fresh interpreter; the same error is checked in-process above
 def test_command_line_without_a_checkpoint_fails_clearly(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "jaxcomp.main", "--config=configs/hrs.py",
                          f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
