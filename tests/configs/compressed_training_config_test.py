@@ -66,6 +66,7 @@ def test_shipped_codecs_are_the_thesis_rates():
     assert meta["architecture"] == "bls2017" and meta["num_filters"] == 64
 
 
+@pytest.mark.slow      # compiles a rate-distortion train and eval step (724 s at load 40)
 def test_codec_experiment_trains_on_whole_dataset_images(tmp_path):
   c = config_lib.validate(ct.get_config("experiment=codec,runlocal=True,source=cifar10_sample"))
   summary = train.train_and_evaluate(c, str(tmp_path / "run"))
