@@ -115,11 +115,24 @@ def test_compress_refuses_images_above_the_limit(shipped):
     compression.decompress(model, params, data, tables=tables, max_pixels=29999)
 
 
+def test_windows_cover_the_image_with_their_context():
+  # The tiling's geometry (the slow tests below check the streams): the cores tile
+  # [0, size) in order, every window has one length and holds its core with `halo`
+  # of context on each side, or reaches the border.
+  for size, core, halo in ((300, 128, 64), (4096, 1536, 256), (2049, 2032, 8), (100, 128, 64)):
+    windows = compression._windows(size, core, halo)
+    assert windows[0][1] == 0 and windows[-1][2] == size
+    span = min(size, core + 2 * halo)
+    for (w0, lo, hi), nxt in zip(windows, windows[1:] + [(None, size, None)]):
+      assert hi == nxt[1] and 0 < hi - lo <= core and 0 <= w0 and w0 + span <= size
+      assert (lo - w0 >= halo or w0 == 0) and (w0 + span - hi >= halo or w0 + span == size)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture, tile, size", [
     ("factorized", 256, (300, 420)),          # 64 px of context, 128 px cores: 3 x 4 windows
-    pytest.param("bls2017", 256, (300, 420), marks=pytest.mark.slow),
-    pytest.param("hyperprior", 640, (700, 720),   # 256 px of context, 128 px cores: 6 x 6
-                 marks=pytest.mark.slow),
+    ("bls2017", 256, (300, 420)),
+    ("hyperprior", 640, (700, 720)),          # 256 px of context, 128 px cores: 6 x 6 windows
 ])
 def test_tiled_coding_gives_the_untiled_stream(monkeypatch, shared_data, architecture, tile,
                                                size):
