@@ -6,7 +6,8 @@
 Both sides attack the CIFAR ResNet-20 (jaxcomp "resnet20" in `ImageClassifier`;
 `torch_resnet.ResNet20` in PyTorch, eval mode, random initialisation: speed does
 not depend on the weights) with L-inf PGD, eps 8/255, step 2/255, 20 steps,
-random start, cross-entropy, on the same batch of 32x32x3 images in [0, 1],
+random start, cross-entropy, on the same batch of 32x32x3 images in [0, 1]
+(the jaxcomp side is `workloads.pgd20`, benchmarks/workloads.py),
 in this one process with the same number of threads. Each side runs
 `--repeats` timed attacks, interleaved A B A B so that machine noise hits
 both; JAX's compilation is timed apart. Medians and their ratio are printed;
@@ -34,34 +35,18 @@ import torch  # noqa: E402
 import torchattacks  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_resnet import CIFAR_MEAN, CIFAR_STD, ResNet20  # noqa: E402
-
-from jaxcomp import attacks, models  # noqa: E402
-from jaxcomp.models.classifier import ImageClassifier  # noqa: E402
+import workloads  # noqa: E402  (benchmarks/workloads.py: the jaxcomp side)
+from machine_load import loadavg  # noqa: E402
+from torch_resnet import ResNet20  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 20
-MODEL = ImageClassifier(backbone=models.MODELS.get("resnet20")(num_classes=10),
-                        mean=CIFAR_MEAN, std=CIFAR_STD)
 
 
-def apply_fn(variables, x):
-  return MODEL.apply(variables, x)[0]
-
-
-def jax_runner(images: np.ndarray, labels: np.ndarray):
-  x, y = jax.numpy.asarray(images), jax.numpy.asarray(labels)
-  variables = MODEL.init(jax.random.key(0), x[:1])
-
-  def run(seed: int) -> float:
-    adv, info = attacks.pgd(apply_fn, variables, x, y, jax.random.key(seed), eps=EPS,
-                            step_size=ALPHA, num_steps=STEPS)
-    adv.block_until_ready()
-    return float(np.mean(info["success"]))
-
-  t0 = time.perf_counter()
-  run(0)
-  return run, time.perf_counter() - t0
+def jax_runner():
+  """`workloads.pgd20`: the same seeded batch, PGD compiled once."""
+  work = workloads.pgd20(ARGS.batch, seed=0)
+  return (lambda seed: work.step()), work.compile_s
 
 
 def torch_runner(images: np.ndarray, labels: np.ndarray):
@@ -79,10 +64,12 @@ def torch_runner(images: np.ndarray, labels: np.ndarray):
 
 
 def main() -> None:
-  rng = np.random.default_rng(0)
+  load_before = loadavg()
+  rng = np.random.default_rng(0)  # the batch of workloads.pgd20(seed=0)
   images = rng.random((ARGS.batch, 32, 32, 3), dtype=np.float32)
   labels = rng.integers(0, 10, ARGS.batch).astype(np.int32)
-  jrun, first_s = jax_runner(images, labels)
+  jrun, compile_s = jax_runner()
+  jrun(0)  # warm-up
   trun = torch_runner(images, labels)
   trun(0)  # warm-up
   times = {"jaxcomp": [], "torchattacks": []}
@@ -96,7 +83,8 @@ def main() -> None:
         f"32x32x3, {ARGS.threads} threads, median of {ARGS.repeats}")
   print(f"  jax {jax.__version__}, torch {torch.__version__}, torchattacks "
         f"{torchattacks.__version__}, {os.cpu_count()} cpus")
-  print(f"  jaxcomp first call (compile + run): {first_s:.1f} s (excluded)")
+  print(f"  loadavg before {load_before}, after {loadavg()}")
+  print(f"  jaxcomp compile: {compile_s:.1f} s (excluded)")
   for k, v in ips.items():
     print(f"  {k:12s} {v:8.1f} images/s")
   print(f"  ratio jaxcomp / torchattacks = {ips['jaxcomp'] / ips['torchattacks']:.2f}")

@@ -11,8 +11,11 @@ bitstreams: constriction here, CompressAI's rANS there) with an untrained model
 of that size (speed does not depend on training). CompressAI needs numpy < 2,
 so it runs in its own environment as a subprocess of this script (`--worker`),
 between two jaxcomp measurements (A B A), each with `--threads` CPU threads;
-medians and their ratios are printed as JSON. Only ratios mean anything on a
-shared machine. Without `--compressai-python` only jaxcomp is measured.
+medians and their ratios are printed as JSON with the load averages before and
+after. Only ratios mean anything on a shared machine. Without
+`--compressai-python` only jaxcomp is measured. The jaxcomp train step is
+`workloads.hyperprior_train` (benchmarks/workloads.py), shared with the
+accelerator suite.
 """
 
 from __future__ import annotations
@@ -61,53 +64,35 @@ def _image(path: str):
 
 
 def measure_jaxcomp(a) -> dict[str, float]:
-  """Train-step Mpix/s and compress / decompress seconds of jaxcomp's hyperprior."""
+  """Train-step Mpix/s (`workloads.hyperprior_train`) and compress / decompress seconds."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
 
-  from jaxcomp import metrics  # pylint: disable=g-import-not-at-top
+  import workloads  # pylint: disable=g-import-not-at-top  (benchmarks/workloads.py)
   from jaxcomp.codecs import compression, learned  # pylint: disable=g-import-not-at-top
 
-  model = learned.build("hyperprior", num_filters=a.num_filters, num_latent=a.num_latent)
-  rng = np.random.default_rng(0)
-  x = rng.random((a.batch, a.crop, a.crop, 3), np.float32)
-  params = jax.jit(lambda k: model.init(k, x[:1], mode="dequantize"))(
-      jax.random.key(0, impl="rbg"))["params"]
-  tx = optax.multi_transform({"d": optax.adam(1e-4), "a": optax.adam(1e-3)},
-                             jax.tree_util.tree_map_with_path(
-                                 lambda p, _: "a" if "quantiles" in str(p[-1]) else "d", params))
-  state = tx.init(params)
-
-  @jax.jit
-  def step(params, state, x, key):
-    def loss(p):
-      out = model.apply({"params": p}, x, mode="noise", key=key)
-      bpp = metrics.bits_per_pixel(out["likelihoods"], x.shape[0] * x.shape[1] * x.shape[2])
-      rd = bpp + 0.0067 * 255 ** 2 * ((out["x_hat"] - x) ** 2).mean()
-      return rd + model.apply({"params": p}, method=model.aux_loss)
-    g = jax.grad(loss)(params)
-    updates, state = tx.update(g, state, params)
-    return optax.apply_updates(params, updates), state
-
-  key = jax.random.key(1, impl="rbg")
-  carry = [params, state]
+  work = workloads.hyperprior_train(a.batch, a.crop, num_filters=a.num_filters,
+                                    num_latent=a.num_latent)
 
   def window():
-    for i in range(a.steps):
-      carry[0], carry[1] = step(carry[0], carry[1], x, jax.random.fold_in(key, i))
-    jax.block_until_ready(carry[0])
+    for _ in range(a.steps):
+      work.step()
 
-  window()                                   # compile + warm-up
+  window()                                   # warm-up
   step_s = _median_time(window, a.repeats) / a.steps
+  model = learned.build("hyperprior", num_filters=a.num_filters, num_latent=a.num_latent)
+  x = np.zeros((1, 64, 64, 3), np.float32)
+  params = jax.jit(lambda k: model.init(k, x, mode="dequantize"))(
+      jax.random.key(0, impl="rbg"))["params"]
   image = _image(a.image)
   tables = compression.coding_tables(model, params)
   data = compression.compress(model, params, image, tables=tables)       # warm-up
   compression.decompress(model, params, data, tables=tables)
   enc = _median_time(lambda: compression.compress(model, params, image, tables=tables), a.repeats)
   dec = _median_time(lambda: compression.decompress(model, params, data, tables=tables), a.repeats)
-  return {"train_step_s": step_s, "train_mpix_s": a.batch * a.crop ** 2 / step_s / 1e6,
-          "compress_s": enc, "decompress_s": dec, "bytes": len(data)}
+  return {"train_step_s": step_s, "train_mpix_s": work.items / step_s / 1e6,
+          "compile_s": work.compile_s, "compress_s": enc, "decompress_s": dec,
+          "bytes": len(data)}
 
 
 def measure_compressai(a) -> dict[str, float]:
@@ -159,6 +144,8 @@ def main() -> None:
   if a.worker == "compressai":
     print(json.dumps(measure_compressai(a)))
     return
+  from machine_load import loadavg  # pylint: disable=g-import-not-at-top
+  load_before = loadavg()
   first = measure_jaxcomp(a)
   report = {"setting": {k: getattr(a, k) for k in ("num_filters", "num_latent", "batch", "crop",
                                                    "steps", "repeats", "threads", "image")}}
@@ -169,6 +156,7 @@ def main() -> None:
     report["compressai"] = json.loads(out.strip().splitlines()[-1])
   second = measure_jaxcomp(a)
   report["jaxcomp"] = {k: statistics.median([first[k], second[k]]) for k in first}
+  report["loadavg"] = {"before": load_before, "after": loadavg()}
   if "compressai" in report:
     j, c = report["jaxcomp"], report["compressai"]
     report["ratios_jaxcomp_over_compressai"] = {

@@ -15,6 +15,14 @@ K pixel deflections with window r, then `denoise_wavelet(sigma=0.04, wavelet=
 Images are crops of the Kodak set (`../shared/data/kodak`), at 32x32 (area-
 downsampled 224 crops) and 224x224. Speeds are images/s (medians); the
 reference runs on fewer images (`--reference-images`), images/s is per image.
+
+Memory-traffic bound (issue 21): per size, the bytes one image must move at
+the least (read the float32 image, write the defended one: 2 x H x W x 3 x 4)
+and the bytes XLA's compiled program reads and writes per image (its cost
+analysis, "bytes accessed"), each divided by the bandwidth a streaming probe
+measures in this process (`y = x + 1` over a 256 MiB float32 array: 512 MiB
+moved per call, median of 5), give images/s bounds; the line prints the
+fraction of each bound that the jaxcomp defense reaches.
 """
 
 from __future__ import annotations
@@ -47,6 +55,22 @@ from PIL import Image  # noqa: E402
 from skimage.restoration import denoise_wavelet  # noqa: E402
 
 from jaxcomp.defenses import pd_rcam_dwt  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine_load import loadavg  # noqa: E402
+
+
+def stream_bandwidth(n_floats: int = 1 << 26, repeats: int = 5) -> float:
+  """Bytes/s of a jitted `x + 1` over n_floats float32 (reads and writes each byte once)."""
+  x = jax.numpy.ones((n_floats,), jax.numpy.float32)
+  add = jax.jit(lambda a: a + 1)
+  add(x).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    add(x).block_until_ready()
+    times.append(time.perf_counter() - t0)
+  return 2 * 4 * n_floats / statistics.median(times)
 
 
 def kodak_crops(n: int, size: int) -> np.ndarray:
@@ -86,18 +110,26 @@ def main() -> None:
   ours = jax.jit(functools.partial(pd_rcam_dwt, sigma=ARGS.sigma, **kw))
   print(f"pixel deflection (K={ARGS.deflections}, r={ARGS.window}) + BayesShrink (sigma="
         f"{ARGS.sigma}, db1, soft, YCbCr); jax {jax.__version__}, scikit-image "
-        f"{skimage.__version__}, {os.cpu_count()} cpus, medians of {ARGS.repeats}")
+        f"{skimage.__version__}, {os.cpu_count()} cpus, medians of {ARGS.repeats}; loadavg "
+        f"before {loadavg()}")
+  bandwidth = stream_bandwidth()
+  print(f"  streaming bandwidth (x + 1, 512 MiB moved): {bandwidth / 1e9:.2f} GB/s")
   for size in (int(s) for s in ARGS.sizes.split(",")):
     images = kodak_crops(ARGS.batch, size)
     x = jax.numpy.asarray(images)
     t0 = time.perf_counter()
-    ours(x, jax.random.key(0)).block_until_ready()
+    compiled = ours.lower(x, jax.random.key(0)).compile()
     compile_s = time.perf_counter() - t0
+    compiled(x, jax.random.key(0)).block_until_ready()  # warm-up
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
+    bytes_xla = float(cost.get("bytes accessed", 0.0)) / ARGS.batch
+    bytes_min = 2 * size * size * 3 * 4
     t_ours, t_ref = [], []
     n_ref = min(ARGS.reference_images, ARGS.batch)
     for r in range(ARGS.repeats):
       t0 = time.perf_counter()
-      ours(x, jax.random.key(r + 1)).block_until_ready()
+      compiled(x, jax.random.key(r + 1)).block_until_ready()
       t_ours.append(time.perf_counter() - t0)
       t0 = time.perf_counter()
       for img in images[:n_ref]:
@@ -108,6 +140,11 @@ def main() -> None:
     print(f"  {size}x{size}: jaxcomp {ips_ours:9.1f} images/s (batch {ARGS.batch}, compile "
           f"{compile_s:.1f} s excluded) | reference {ips_ref:7.1f} images/s ({n_ref} images) | "
           f"ratio {ips_ours / ips_ref:.1f}x")
+    for what, nbytes in (("least traffic", bytes_min), ("XLA's traffic", bytes_xla)):
+      bound = bandwidth / nbytes
+      print(f"    bound from {what} ({nbytes / 1e6:.2f} MB/image): {bound:9.1f} images/s; "
+            f"jaxcomp reaches {ips_ours / bound:.2f} of it")
+  print(f"loadavg after {loadavg()}")
 
 
 if __name__ == "__main__":

@@ -17,14 +17,9 @@ The timed calls alternate A B A B so that machine noise hits both; JAX's compile
 time is printed apart; medians and their ratio are printed. A second jaxcomp line
 times the training case (gradients with respect to the tables only).
 
-Measured on the 2-core CPU this project builds on, shared with other jobs (load
-average ~12 during the runs, so absolute numbers are low and noisy), Mpix/s,
-jaxcomp grad images+tables / tables only / kornia, and the ratio for the first:
-  --threads 1:  256x32x32  5.17 / 6.48 / 0.82 (6.3x);  16x224x224 3.27 / 5.33 / 0.82 (4.0x)
-  --threads 2:  256x32x32  3.49 / 10.9 / 0.17 (20x);   16x224x224 2.89 / 5.88 / 0.14 (21x)
-With 2 threads on the overloaded machine kornia's thread pool collapses (it does
-4.4 and 2.3 Mpix/s on 2 idle cores), so the 1-thread ratios are the fair ones;
-rerun on an idle machine for the README.
+The jaxcomp side is `workloads.jpeg_layer` (benchmarks/workloads.py), shared
+with the accelerator suite. The load averages before and after are printed:
+figures for the README come from an idle machine only.
 """
 
 from __future__ import annotations
@@ -45,29 +40,16 @@ if hasattr(os, "sched_setaffinity"):                 # XLA:CPU sizes its pool by
   os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:ARGS.threads])
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxcomp.layers.jpeg_layer import JpegLayer  # noqa: E402
+import workloads  # noqa: E402  (benchmarks/workloads.py, beside this file)
+from machine_load import loadavg  # noqa: E402
 
 
-def jax_step(images: np.ndarray, wrt_images: bool):
-  """A compiled fwd+bwd step and its compile time (s)."""
-  layer = JpegLayer()
-  x = jnp.asarray(images)
-  params = layer.init(jax.random.key(0), x[:1])["params"]
-
-  def loss(p, x):
-    return jnp.sum(layer.apply({"params": p}, x) ** 2)
-
-  grad = jax.jit(jax.grad(loss, argnums=(0, 1) if wrt_images else 0))
-  start = time.perf_counter()
-  compiled = grad.lower(params, x).compile()
-  compile_s = time.perf_counter() - start
-
-  def run():
-    jax.block_until_ready(compiled(params, x))
-  return run, compile_s
+def jax_step(batch: int, size: int, wrt_images: bool):
+  """`workloads.jpeg_layer`: a compiled fwd+bwd step and its compile time (s)."""
+  work = workloads.jpeg_layer(batch, size, wrt_images=wrt_images, seed=0)
+  return work.step, work.compile_s
 
 
 def kornia_step(images: np.ndarray):
@@ -92,14 +74,18 @@ def timed(run) -> float:
 
 
 def main() -> None:
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {ARGS.threads} threads")
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {ARGS.threads} threads, "
+        f"loadavg before {loadavg()}")
   for size in ARGS.sizes.split(","):
     b, h, w = (int(v) for v in size.split("x"))
+    if h != w:
+      raise ValueError(f"--sizes: square images only (workloads.jpeg_layer), got {size}")
+    # The images of workloads.jpeg_layer(seed=0).
     images = np.random.default_rng(0).random((b, h, w, 3), dtype=np.float32)
     mpix = b * h * w / 1e6
     runners = {}
-    runners["jaxcomp (grad images + tables)"], compile_s = jax_step(images, True)
-    runners["jaxcomp (grad tables only)"], compile_train_s = jax_step(images, False)
+    runners["jaxcomp (grad images + tables)"], compile_s = jax_step(b, h, True)
+    runners["jaxcomp (grad tables only)"], compile_train_s = jax_step(b, h, False)
     if not ARGS.no_kornia:
       runners["kornia (grad images + quality)"] = kornia_step(images)
     for run in runners.values():                      # warm-up, not timed
@@ -120,6 +106,7 @@ def main() -> None:
       for name in runners:
         if name.startswith("jaxcomp"):
           print(f"  ratio {name} / kornia: {speed[name] / ref:.1f}x")
+  print(f"loadavg after {loadavg()}")
 
 
 if __name__ == "__main__":

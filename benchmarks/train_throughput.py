@@ -42,18 +42,14 @@ os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-import torch_resnet  # noqa: E402  (benchmarks/torch_resnet.py, beside this file)
 
-from jaxcomp import models  # noqa: E402
-from jaxcomp import train  # noqa: E402
-from jaxcomp.models.classifier import ImageClassifier  # noqa: E402
-from jaxcomp.tasks.classification import cross_entropy, to_unit_float  # noqa: E402
+import torch_resnet  # noqa: E402  (benchmarks/torch_resnet.py, beside this file)
+import workloads  # noqa: E402  (benchmarks/workloads.py: the jaxcomp side)
+from machine_load import loadavg  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
-MEAN, STD = torch_resnet.CIFAR_MEAN, torch_resnet.CIFAR_STD
 
 
 # ----------------------------------------------------------------- PyTorch side
@@ -77,45 +73,23 @@ def torch_runner(images: np.ndarray, labels: np.ndarray):
 
 
 # --------------------------------------------------------------------- JAX side
-def jax_runner(images: np.ndarray, labels: np.ndarray):
+def jax_runner():
+  """`workloads.resnet20_train`: the same seeded uint8 batch, `train.train_step`."""
   dtype = jnp.bfloat16 if ARGS.dtype == "bfloat16" else jnp.float32
-  model = ImageClassifier(backbone=models.MODELS.get("resnet20")(num_classes=10, dtype=dtype),
-                          mean=MEAN, std=STD)
-  batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
-  variables = dict(model.init(jax.random.PRNGKey(0), to_unit_float(batch["image"][:1])))
-  params = variables.pop("params")
-  tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.1, momentum=0.9))
+  work = workloads.resnet20_train(ARGS.batch, dtype=dtype, seed=0)
 
-  def loss_fn(v, b, rng, *, train):
-    del rng
-    (logits, _), updates = model.apply(v, to_unit_float(b["image"]), train=train,
-                                       mutable=["batch_stats"])
-    loss = cross_entropy(logits, b["label"], num_classes=10).mean()
-    return loss, ({"loss": loss}, updates)
-
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, collections=variables,
-                           opt_state=tx.init(params), ema_params={}, rng=jax.random.PRNGKey(1))
-  step = jax.jit(lambda s, b: train.train_step(s, b, loss_fn=loss_fn, tx=tx,
-                                               schedule=lambda _: 0.1), donate_argnums=0)
-  t0 = time.perf_counter()
-  step = step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - t0
-  holder = {"state": state}
-
-  def run(steps: int) -> float:
-    s = holder["state"]
+  def run(steps: int) -> None:
     for _ in range(steps):
-      s, metrics = step(s, batch)
-    holder["state"] = s
-    return float(metrics["loss"])
-  return run, compile_s
+      work.step()
+  return run, work.compile_s
 
 
 def main() -> None:
-  rng = np.random.default_rng(0)
+  load_before = loadavg()
+  rng = np.random.default_rng(0)  # the batch of workloads.resnet20_train(seed=0)
   images = rng.integers(0, 256, (ARGS.batch, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, ARGS.batch).astype(np.int32)
-  jrun, compile_s = jax_runner(images, labels)
+  jrun, compile_s = jax_runner()
   trun = torch_runner(images, labels)
   jrun(2)  # warm-up
   trun(2)
@@ -128,6 +102,7 @@ def main() -> None:
   ips = {k: ARGS.batch * ARGS.steps / statistics.median(v) for k, v in times.items()}
   print(f"ResNet-20 training, batch {ARGS.batch} of 32x32x3, {ARGS.threads} threads, "
         f"{ARGS.repeats} windows of {ARGS.steps} steps (medians)")
+  print(f"  loadavg before {load_before}")
   print(f"  jax {jax.__version__} ({ARGS.dtype}), torch {torch.__version__}, "
         f"{os.cpu_count()} cpus; XLA_FLAGS='{os.environ['XLA_FLAGS'].strip()}'")
   print(f"  jaxcomp compile: {compile_s:.1f} s (excluded)")
@@ -135,6 +110,7 @@ def main() -> None:
     print(f"  {k:8s} {v:8.1f} images/s   (min {ARGS.batch * ARGS.steps / max(times[k]):.1f},"
           f" max {ARGS.batch * ARGS.steps / min(times[k]):.1f})")
   print(f"  ratio jaxcomp / pytorch = {ips['jaxcomp'] / ips['pytorch']:.2f}")
+  print(f"  loadavg after {loadavg()}")
 
 
 if __name__ == "__main__":

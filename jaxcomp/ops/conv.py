@@ -49,7 +49,7 @@ from jax.custom_derivatives import SymbolicZero
 
 # Bytes of one chunk's images of x plus the shifted copies of their output
 # gradient that the chunked kernel gradient builds: about an L2 cache's worth
-# (2 x 512 KiB on the AMD EPYC this was tuned on; 0.5-2 MiB were within noise).
+# (2 x 512 KiB on the AMD EPYC this was tuned on).
 CHUNK_BYTES = 1 << 20
 # "columns" replicates x kh*kw times, "chunked" replicates the output gradient;
 # columns is used where x has at most 1/COLUMNS_RATIO of the output channels.
