@@ -87,9 +87,8 @@ def test_registered_stages(images):
   from jaxcomp.defenses.stages import DEFENSE_STAGES
   msroi = DEFENSE_STAGES.get("msroi")
   assert not msroi.random and "short_side" in msroi.args
-  np.testing.assert_array_equal(msroi.make({}, levels=(50,))(images, jax.random.key(0)),
+  one_level = jax.jit(msroi.make({}, levels=(50,)))
+  np.testing.assert_array_equal(one_level(images, jax.random.key(0)),
                                 jpeg_defense(images, quality=50))   # one level: plain JPEG
   aug = DEFENSE_STAGES.get("aug_msroi")
-  assert aug.random and "num_perturbations" in aug.args
-  out = aug.make({}, num_perturbations=1)(images, jax.random.key(0))
-  assert out.shape == images.shape
+  assert aug.random and {"num_perturbations", "jitter", "short_side"} <= set(aug.args)
