@@ -45,7 +45,7 @@ def blur_sigma(kernel_size: int) -> float:
   return 0.3 * ((kernel_size - 1) / 2 - 1) + 0.8
 
 
-@functools.partial(jax.jit, static_argnames=("sigma",))
+@jax.jit
 def gaussian_noise(images: jax.Array, *, sigma: float, seed: int | jax.Array,
                    start_index: int | jax.Array = 0) -> jax.Array:
   """Table 4.1's noise baseline: `round(255 clip(x + sigma N(0, 1), 0, 1))`, x = images / 255.

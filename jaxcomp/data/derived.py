@@ -194,10 +194,10 @@ def build(stem: pathlib.Path, key: str, base: ImageDataset, transform: Transform
     (arrays: "images", "labels" and the per-image arrays; summary; whether it was built now).
   """
   chunk_size = chunk_size or CHUNK_SIZE
-  final, summary_path = stem.with_suffix(".npz"), stem.with_suffix(".json")
+  # Appended, not `with_suffix`: a stem may hold a "." ("noise_0.05-train-<digest>").
+  final, summary_path, parts = (stem.with_name(stem.name + s) for s in (".npz", ".json", ".parts"))
   if final.is_file() and summary_path.is_file():
     return _load_npz(final), json.loads(summary_path.read_text()), False
-  parts = stem.with_suffix(".parts")
   manifest = {"key": key, "num_examples": len(base), "chunk_size": chunk_size}
   if (parts / "manifest.json").is_file() and json.loads(
       (parts / "manifest.json").read_text()) != manifest:

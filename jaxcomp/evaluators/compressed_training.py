@@ -223,7 +223,8 @@ def plot_parameters(rows, path: pathlib.Path) -> None:
       ax.errorbar([p["params"] for p in pts], [100 * p["accuracy"] for p in pts],
                   [100 * p["accuracy_std"] for p in pts], marker="o", capsize=2, label=label)
   ax.set(xscale="log", xlabel="parameters", ylabel="test accuracy (%)")
-  ax.legend(fontsize=7)
+  if ax.get_legend_handles_labels()[0]:          # no line when every arm has one model
+    ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
