@@ -34,7 +34,7 @@ def _loadavg() -> str:
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--model", default="cifar10-bls-0.012", help="a shipped bls2017 model")
+  p.add_argument("--model", default="cifar10-bls-0.005", help="a shipped bls2017 model")
   p.add_argument("--images", type=int, default=0,
                  help="code only a seeded subset of this many images per split (0: all 60,000)")
   p.add_argument("--source", default="cifar10_jpeg75")
