@@ -36,6 +36,7 @@ from jaxcomp.entropy import coder, factorized, gaussian_conditional
 from jaxcomp.entropy.factorized import EntropyBottleneck
 from jaxcomp.entropy.quantization import quantize_latents
 from jaxcomp.layers.gdn import GDN, GDN_FORMS
+from jaxcomp.ops.conv import conv_general_dilated
 from jaxcomp.ops.conv_transpose import conv_transpose
 from jaxcomp.registry import Registry
 
@@ -192,7 +193,7 @@ class Transform(nn.Module):
         x = ConvTranspose(features, kernel, stride, name=f"conv_{i}")(x)
       else:
         x = nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
-                    name=f"conv_{i}")(x)
+                    conv_general_dilated=conv_general_dilated, name=f"conv_{i}")(x)
       if i < len(self.layers) - 1:
         if self.activation == "gdn":
           x = GDN(inverse=self.transpose, simplified=self.simplified_gdn, name=f"gdn_{i}")(x)
