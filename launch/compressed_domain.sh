@@ -49,29 +49,33 @@ case $1 in
   collect) RUNS=$RUNS $PY - <<'EOF'
 import json, os, pathlib
 runs = pathlib.Path(os.environ["RUNS"])
-rows = []
-for summary in sorted(runs.glob("*/summary.json")):
-  d = summary.parent
-  c, s = json.loads((d / "config.json").read_text()), json.loads(summary.read_text())
+rows, partial = [], []
+for metrics in sorted(runs.glob("*/metrics.jsonl")):
+  d = metrics.parent
+  c = json.loads((d / "config.json").read_text())
   cd = c["compressed_domain"]
-  evals = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()
-           if '"eval"' in l]
-  rows.append({"name": d.name, "input": cd["input"], "encoder": cd["encoder"],
-               "codec": cd["codec"] if cd["input"] != "pixels" else "",
-               "rate_weight": cd["rate_weight"], "distortion_weight": cd["distortion_weight"],
-               "init_from": pathlib.Path(cd["init_from"]).name, "epochs": c["train"]["epochs"],
-               "batch_size": c["train"]["batch_size"],
-               "learning_rate": c["optim"]["learning_rate"], "width": cd["width"],
-               "train_examples": c["data"]["num_train_examples"],
-               "eval_examples": c["data"]["num_eval_examples"], "seed": c["seed"],
-               "steps": s["final_step"], "train_seconds": round(s["train_seconds"]),
-               **s["eval"], "best_accuracy": max(e["accuracy"] for e in evals)})
+  lines = [json.loads(l) for l in metrics.read_text().splitlines()]
+  evals = [[e["step"], e["accuracy"]] for e in lines if e["split"] == "eval"]
+  row = {"name": d.name, "input": cd["input"], "encoder": cd["encoder"],
+         "codec": cd["codec"] if cd["input"] != "pixels" else "",
+         "rate_weight": cd["rate_weight"], "distortion_weight": cd["distortion_weight"],
+         "init_from": pathlib.Path(cd["init_from"]).name, "epochs": c["train"]["epochs"],
+         "batch_size": c["train"]["batch_size"], "learning_rate": c["optim"]["learning_rate"],
+         "width": cd["width"], "train_examples": c["data"]["num_train_examples"],
+         "eval_examples": c["data"]["num_eval_examples"], "seed": c["seed"]}
+  if not (d / "summary.json").exists():   # stopped before its end: what it logged
+    last = [e for e in lines if e["split"] == "train"][-1:]
+    partial.append({**row, "last_train": last[0] if last else None, "evals": evals})
+    continue
+  s = json.loads((d / "summary.json").read_text())
+  rows.append({**row, "steps": s["final_step"], "train_seconds": round(s["train_seconds"]),
+               **s["eval"], "best_accuracy": max(a for _, a in evals), "evals": evals})
 out = {"setting": "CIFAR-10 (JPEG q75) sample shipped with jaxcomp: a fixed (seed-0) subset "
                   "of 5000 train / 1000 test images; 32x32 upsampled 4x (bilinear) to 128x128 for the codec "
                   "(8x8 latents); cResNet width 0.25; 2 shared CPU cores (load average 25-40)",
-       "runs": rows}
+       "runs": rows, "partial_runs": partial}
 pathlib.Path("docs/compressed_domain.json").write_text(json.dumps(out, indent=1) + "\n")
-print(len(rows), "runs")
+print(len(rows), "runs,", len(partial), "partial")
 EOF
   ;;
   *) sed -n 2,15p "$0"; exit 2 ;;
