@@ -53,7 +53,7 @@ def carlini_wagner_l2(apply_fn: core.ApplyFn, params: Any, images: jax.Array, la
     (adversarial images in [0, 1], info) as in `jaxcomp.attacks.core`.
   """
   core.validate(images, labels, target_labels=target_labels, eps=eps, norm=norm,
-                allow_no_eps=True)
+                allow_no_eps=True, apply_fn=apply_fn, params=params)
   core.check_positive_int(binary_search_steps=binary_search_steps, num_steps=num_steps)
   if kappa < 0 or c_init <= 0 or learning_rate <= 0:
     raise ValueError(f"need kappa >= 0, c_init > 0, learning_rate > 0; got {kappa}, {c_init}, "

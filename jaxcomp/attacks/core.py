@@ -135,7 +135,7 @@ def validate(images: Any, labels: Any, *, target_labels: Any = None, eps: float 
     raise ValueError(f"images must be [B, H, W, C], got shape {getattr(images, 'shape', None)}")
   if not jnp.issubdtype(images.dtype, jnp.floating):
     raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
-  k = None if apply_fn is None else num_classes(apply_fn, params, images)
+  k = None   # traced only when a concrete label must be checked against it
   for name, lab in (("labels", labels), ("target_labels", target_labels)):
     if lab is None and name == "target_labels":
       continue
@@ -144,6 +144,8 @@ def validate(images: Any, labels: Any, *, target_labels: Any = None, eps: float 
                        f"{getattr(lab, 'dtype', type(lab))}{getattr(lab, 'shape', '')}")
     if _is_concrete(lab) and lab.size:
       lo, hi = int(np.min(lab)), int(np.max(lab))
+      if k is None and apply_fn is not None:
+        k = num_classes(apply_fn, params, images)
       if lo < 0 or (k is not None and hi >= k):
         raise ValueError(f"{name} must lie in [0, {k or 'K'}) for a model of {k or 'K'} "
                          f"classes, got values in [{lo}, {hi}]")

@@ -45,7 +45,8 @@ def deepfool(apply_fn: core.ApplyFn, params: Any, images: jax.Array, labels: jax
   Returns:
     (adversarial images in [0, 1], info) as in `jaxcomp.attacks.core`.
   """
-  core.validate(images, labels, eps=eps, norm=norm, allow_no_eps=True)
+  core.validate(images, labels, eps=eps, norm=norm, allow_no_eps=True,
+                apply_fn=apply_fn, params=params)
   core.check_positive_int(max_iter=max_iter)
   if num_candidates < 2 or overshoot < 0:
     raise ValueError(f"need num_candidates >= 2 and overshoot >= 0, got {num_candidates}, "

@@ -36,7 +36,8 @@ def fgsm(apply_fn: core.ApplyFn, params: Any, images: jax.Array, labels: jax.Arr
   Returns:
     (adversarial images clipped to [0, 1], info) as in `jaxcomp.attacks.core`.
   """
-  core.validate(images, labels, target_labels=target_labels, eps=eps, norm=norm)
+  core.validate(images, labels, target_labels=target_labels, eps=eps, norm=norm,
+                apply_fn=apply_fn, params=params)
   eps_, norm_ = budgets.to_l2(eps, norm, images.shape)
   return _fgsm(apply_fn, params, images, labels, key, target_labels, eps_, norm=norm_)
 

@@ -50,7 +50,7 @@ def jsma(apply_fn: core.ApplyFn, params: Any, images: jax.Array, labels: jax.Arr
     (adversarial images in [0, 1], info) as in `jaxcomp.attacks.core`.
   """
   core.validate(images, labels, target_labels=target_labels, eps=eps, norm=norm,
-                allow_no_eps=True)
+                allow_no_eps=True, apply_fn=apply_fn, params=params)
   if theta == 0 or abs(theta) > 1 or not 0 < gamma <= 1:
     raise ValueError(f"need 0 < |theta| <= 1 and 0 < gamma <= 1, got {theta}, {gamma}")
   max_changes = int(math.floor(gamma * math.prod(images.shape[1:])))

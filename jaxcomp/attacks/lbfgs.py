@@ -54,7 +54,7 @@ def lbfgs(apply_fn: core.ApplyFn, params: Any, images: jax.Array, labels: jax.Ar
     (adversarial images in [0, 1], info) as in `jaxcomp.attacks.core`.
   """
   core.validate(images, labels, target_labels=target_labels, eps=eps, norm=norm,
-                allow_no_eps=True)
+                allow_no_eps=True, apply_fn=apply_fn, params=params)
   core.check_positive_int(binary_search_steps=binary_search_steps, num_steps=num_steps,
                           memory_size=memory_size)
   if c_init <= 0:

@@ -43,7 +43,8 @@ def pgd(apply_fn: core.ApplyFn, params: Any, images: jax.Array, labels: jax.Arra
   Returns:
     (adversarial images [B, H, W, C] in [0, 1], info) as in `jaxcomp.attacks.core`.
   """
-  core.validate(images, labels, target_labels=target_labels, eps=eps, norm=norm)
+  core.validate(images, labels, target_labels=target_labels, eps=eps, norm=norm,
+                apply_fn=apply_fn, params=params)
   core.check_positive_int(num_steps=num_steps, restarts=restarts)
   step_size = 2.5 * eps / num_steps if step_size is None else step_size
   budgets.check_eps(step_size)
