@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -13,6 +15,8 @@ def _run(*args, timeout=600):
                         capture_output=True, text=True, timeout=timeout)
 
 
+# slow: three subprocess runs of jaxcomp.main (~110 s); the trainer's resume is in train_test.py
+@pytest.mark.slow
 def test_main_trains_evaluates_and_resumes_on_real_data(tmp_path):
   proc = _run("--config=configs/cifar10.py:runlocal=True", f"--workdir={tmp_path}")
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -53,6 +53,7 @@ def _sweep_twice_and_summarize(root, grid_args: list[str], extra: list[str], run
   return out, summaries
 
 
+@pytest.mark.slow   # real training runs (~40 s); the sweeps notebook runs a real grid in the default suite
 def test_tiny_grid_of_real_runs_resumes_skips_and_tabulates(tmp_path):
   root = tmp_path / "runs"
   extra = [*TINY, "--config.model.name=convnet_c2_32", "--config.train.progress_bar=False"]

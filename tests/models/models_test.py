@@ -357,30 +357,7 @@ def test_conv_pads_like_pytorch():
   np.testing.assert_array_equal(y[0, :, :, 0], [[4.0, 6.0], [6.0, 9.0]])
 
 
-CONV_CASES = [  # (strides, feature groups, padding, kernel dilation)
-    (1, 1, ((1, 1), (1, 1)), 1), (2, 1, ((1, 1), (1, 1)), 1), (2, 4, ((0, 1), (2, 0)), 1),
-    (1, 1, "SAME", 2)]
-
-
-@pytest.mark.parametrize("strides, groups, padding, dilation", CONV_CASES)
-def test_conv_general_dilated_has_lax_derivatives(strides, groups, padding, dilation):
-  # Value, both gradients, forward mode and a second derivative equal lax's
-  # (float32; the relabelled convolution may sum in another order: 1e-4 relative).
-  x = jax.random.normal(jax.random.key(0), (3, 9, 10, 8))
-  k = jax.random.normal(jax.random.key(1), (3, 3, 8 // groups, 12))
-  kw = dict(window_strides=(strides, strides), padding=padding,
-            rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=groups)
-  ref = lambda x, k: jax.lax.conv_general_dilated(x, k, **kw)
-  ours = lambda x, k: common.conv_general_dilated(x, k, **kw)
-  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-  close(ours(x, k), ref(x, k))
-  loss = lambda fn: lambda x, k: jnp.sum(jnp.sin(fn(x, k)))
-  for a, b in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
-    close(a, b)
-  close(jax.jvp(ours, (x, k), (0.3 * x, 0.2 * k))[1], jax.jvp(ref, (x, k), (0.3 * x, 0.2 * k))[1])
-  second = lambda fn: jax.grad(lambda x: jnp.sum(jax.grad(loss(fn))(x, k) ** 2))(x)
-  np.testing.assert_allclose(second(ours), second(ref), rtol=1e-3, atol=1e-3)
+# conv_general_dilated's value and derivatives against lax: tests/ops/conv_test.py.
 
 
 def test_input_gradient_in_a_loop_uses_canonical_convolutions():

@@ -20,6 +20,13 @@ from jaxcomp.ops.conv import conv_general_dilated
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
+
+@pytest.fixture(autouse=True)
+def _gemm_forms_on_the_test_devices(monkeypatch):
+  # The suite runs with 8 host-platform devices, where the library keeps XLA's
+  # kernel term (conv.GEMM_ON_MULTI_DEVICE_CPU); these tests check the GEMM forms.
+  monkeypatch.setattr(conv_lib, "GEMM_ON_MULTI_DEVICE_CPU", True)
+
 # (id, input shape, kernel shape, keyword arguments): the geometries of the zoo
 # (jaxcomp/models), the codecs (jaxcomp/codecs/learned.py) and the stride-1
 # convolutions of ops.conv_transpose, NHWC / HWIO unless stated.
