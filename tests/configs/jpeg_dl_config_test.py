@@ -34,7 +34,7 @@ def test_sensitivity_variants_demand_a_checkpoint():
 
 
 @pytest.mark.parametrize("variant, image_size", [
-    ("cifar100_resnet32", 0),
+    pytest.param("cifar100_resnet32", 0, marks=pytest.mark.slow),   # ~60 s on 2 cores
     pytest.param("pets_preact_resnet18", 64, marks=pytest.mark.slow),
     pytest.param("imagenet_squeezenet1_1", 64, marks=pytest.mark.slow)])
 def test_paper_variants_train_one_step_on_mock_data(tmp_path, variant, image_size):
