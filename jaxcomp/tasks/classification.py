@@ -272,17 +272,21 @@ class ClassificationTask(Task):
     logits, _ = self.model.apply(variables, images, train=False)
     return logits
 
-  def loss(self, variables: Variables, batch: Batch, rng: jax.Array, *,
-           train: bool) -> tuple[jax.Array, tuple[dict[str, jax.Array], Variables]]:
+  def forward(self, variables: Variables, batch: Batch, rng: jax.Array, *,
+              train: bool) -> tuple[jax.Array, Variables]:
+    """Logits [B, K] of the batch's images and, in training, the updated non-param collections."""
     images = to_unit_float(batch["image"])
     mutable = [k for k in variables if k != "params"] if train else []
     rngs = {"dropout": rng} if train else {}
-    if mutable:
-      (logits, _), updates = self.model.apply(variables, images, train=True, mutable=mutable,
-                                              rngs=rngs)
-    else:
-      logits, _ = self.model.apply(variables, images, train=train, rngs=rngs)
-      updates = {}
+    if not mutable:
+      return self.model.apply(variables, images, train=train, rngs=rngs)[0], {}
+    (logits, _), updates = self.model.apply(variables, images, train=True, mutable=mutable,
+                                            rngs=rngs)
+    return logits, updates
+
+  def loss(self, variables: Variables, batch: Batch, rng: jax.Array, *,
+           train: bool) -> tuple[jax.Array, tuple[dict[str, jax.Array], Variables]]:
+    logits, updates = self.forward(variables, batch, rng, train=train)
     per_example = cross_entropy(logits, batch["label"], num_classes=self.num_classes,
                                 label_smoothing=self.config.train.label_smoothing)
     loss = per_example.mean()

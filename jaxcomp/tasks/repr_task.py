@@ -354,15 +354,7 @@ class ReprTask(ClassificationTask):
     """
     cfg = self.config.repr
     plain = self.effective_variables(variables)
-    images = to_unit_float(batch["image"])
-    mutable = [k for k in plain if k != "params"] if train else []
-    rngs = {"dropout": rng} if train else {}
-    if mutable:
-      (logits, _), updates = self.model.apply(plain, images, train=True, mutable=mutable,
-                                              rngs=rngs)
-    else:
-      logits, _ = self.model.apply(plain, images, train=train, rngs=rngs)
-      updates = {}
+    logits, updates = self.forward(plain, batch, rng, train=train)
     ce = cross_entropy(logits, batch["label"], num_classes=self.num_classes,
                        label_smoothing=self.config.train.label_smoothing).mean()
     metrics = {"cross_entropy": ce, "ortho_sum": ortho_sum(plain["params"]),
@@ -370,7 +362,7 @@ class ReprTask(ClassificationTask):
     loss = ce
     if self.teacher is not None:
       model, teacher_variables = self.teacher
-      teacher_logits, _ = model.apply(teacher_variables, images, train=False)
+      teacher_logits, _ = model.apply(teacher_variables, to_unit_float(batch["image"]), train=False)
       metrics["distillation"] = distillation_loss(logits, teacher_logits,
                                                   temperature=cfg.kd_temperature)
       loss = (1.0 - cfg.kd_weight) * ce + cfg.kd_weight * metrics["distillation"]
