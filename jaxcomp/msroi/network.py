@@ -46,6 +46,11 @@ bias, so the shipped network is exactly `[conv -> relu] x 2 -> maxpool`.
 
 Weights are saved as a `.npz` (parameters under their '/'-joined paths plus a
 JSON `__meta__`), the format of `jaxcomp.codecs.zoo`.
+
+In the classifier zoo: registered as "msroinet" (`jaxcomp.models.MODELS`), with
+BatchNorm and `unit_input=False`, so that `config.model.name="msroinet"` trains it
+through the trainer like any zoo model (normalised images in, softmax
+cross-entropy); `train_network` trains it for the maps (multi-label composites).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp.models import common
+from jaxcomp.models.registry import MODELS
 
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = "msroi-cifar10-composites"
@@ -93,11 +99,16 @@ class MSROINet(nn.Module):
     class_features: D, the feature maps of each class in the class layer.
     batch_norm: BatchNorm "<conv>_bn" after every trunk convolution (training;
       `fold_batch_norm` removes it).
+    unit_input: the images are RGB in [0, 1], mapped to [-1, 1] here (the maps'
+      convention); False: the caller has normalised them (the zoo's convention).
+    dtype: compute dtype of the convolutions (parameters, maps and logits float32).
   """
   num_classes: int = 10
   widths: tuple[int, ...] = (8, 16, 32, 64, 128)
   class_features: int = 4
   batch_norm: bool = False
+  unit_input: bool = True
+  dtype: common.Dtype = jnp.float32
 
   @property
   def stride(self) -> int:
@@ -111,7 +122,8 @@ class MSROINet(nn.Module):
     """Logits and class maps of a batch.
 
     Args:
-      images: [B, H, W, 3] float RGB in [0, 1]; any H, W >= 1.
+      images: [B, H, W, 3] float RGB in [0, 1] (normalised if not `unit_input`);
+        any H, W >= 1.
       key: PRNG key of the activation perturbations (None: none).
       activation_noise: standard deviation of the Gaussian noise added to every
         ReLU output, relative to that activation's RMS (0: none).
@@ -122,7 +134,9 @@ class MSROINet(nn.Module):
       `(logits, aux)`: logits [B, C] float32 (`Z_c + b_c`, Eq. 2.4 + 2.6) and
       aux with "features" [B, h, w, widths[-1]] (the trunk's output),
       "class_maps" [B, h, w, C] (`M_c = sum_d w_d^c f_d^c`) and
-      "scores" [B, C] (`Z_c`), h = ceil(H / stride), w = ceil(W / stride).
+      "scores" [B, C] (`Z_c`) and "pre_logits" [B, C * D] (the class features
+      averaged over positions: `logits_c = sum_d w_d^c pre_logits_{c, d} + b_c`),
+      h = ceil(H / stride), w = ceil(W / stride).
     """
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"images must have shape [B, H, W, 3], got {images.shape}")
@@ -131,22 +145,23 @@ class MSROINet(nn.Module):
                        f"{dropout_rate} and {activation_noise}")
     num_layers = 2 * len(self.widths) + 1
     keys = [None] * num_layers if key is None else list(jax.random.split(key, num_layers))
-    conv = functools.partial(common.conv, kernel_size=3, use_bias=True, dtype=jnp.float32)
-    x = images.astype(jnp.float32) * 2.0 - 1.0
+    conv = functools.partial(common.conv, kernel_size=3, use_bias=True, dtype=self.dtype)
+    x = images.astype(jnp.float32)
+    x = (x * 2.0 - 1.0 if self.unit_input else x).astype(self.dtype)
     layer = 0
     for block, width in enumerate(self.widths):
       for i in range(2):
         name = f"conv{block + 1}_{i + 1}"
         x = conv(width, name=name)(x)
         if self.batch_norm:
-          x = common.batch_norm(train=train, dtype=jnp.float32, name=f"{name}_bn")(x)
+          x = common.batch_norm(train=train, dtype=self.dtype, name=f"{name}_bn")(x)
         x = nn.relu(x)
         x = _perturb(x, keys[layer], activation_noise, dropout_rate)
         layer += 1
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
     features = x
     f = nn.relu(conv(self.num_classes * self.class_features, name="class_conv")(x))
-    f = _perturb(f, keys[layer], activation_noise, dropout_rate)
+    f = _perturb(f.astype(jnp.float32), keys[layer], activation_noise, dropout_rate)
     f = f.reshape(*f.shape[:3], self.num_classes, self.class_features)
     weights = self.param("class_weights", nn.initializers.normal(self.class_features ** -0.5),
                          (self.num_classes, self.class_features), jnp.float32)
@@ -154,7 +169,12 @@ class MSROINet(nn.Module):
     scores = maps.mean(axis=(1, 2))
     offset = self.param("offset", nn.initializers.zeros, (self.num_classes,), jnp.float32)
     logits = scores + offset
-    return logits, {"features": features, "class_maps": maps, "scores": scores}
+    pre_logits = f.mean(axis=(1, 2)).reshape(f.shape[0], -1)
+    return logits, {"features": features, "class_maps": maps, "scores": scores,
+                    "pre_logits": pre_logits}
+
+
+MODELS.register("msroinet", functools.partial(MSROINet, batch_norm=True, unit_input=False))
 
 
 def from_variables(variables: Any) -> MSROINet:

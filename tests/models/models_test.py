@@ -146,10 +146,12 @@ def _shapes(name: str, size: int, classes: int, channels: int = 3):
 
 # Classifiers of codec latents, not images: counted and shaped in cresnet_test.py.
 LATENT_MODELS = ("cresnet39", "cresnet39_coded")
+# The MS-ROI network (class maps, no "head"): tested in tests/msroi/test_network_maps.py.
+MAP_MODELS = ("msroinet",)
 
 
 def test_every_registered_model_has_expectations():
-  assert sorted([*EXPECTED, *LATENT_MODELS]) == models.MODELS.names()
+  assert sorted([*EXPECTED, *LATENT_MODELS, *MAP_MODELS]) == models.MODELS.names()
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -36,6 +36,24 @@ def test_network_shapes_any_size(tiny, size):
   assert network.from_variables(variables) == model
 
 
+def test_registered_in_the_zoo_with_batch_norm_and_normalised_input():
+  from jaxcomp import models
+  model = models.MODELS.get("msroinet")(num_classes=6, dtype=jnp.float32, widths=(4, 6),
+                                        class_features=2)
+  assert model.batch_norm and not model.unit_input
+  x = jax.random.normal(jax.random.key(1), (3, 9, 12, 3))   # normalised images, any size
+  variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), x)
+  (logits, aux), updates = jax.jit(functools.partial(model.apply, train=True,
+                                                     mutable=["batch_stats"]))(variables, x)
+  assert set(updates["batch_stats"]) == {"conv1_1_bn", "conv1_2_bn", "conv2_1_bn", "conv2_2_bn"}
+  # The zoo's contract: features [B, h, w, C] and pre_logits [B, D]; here
+  # logits_c = sum_d w_d^c pre_logits_{c, d} + b_c (the class layer is the head).
+  params = variables["params"]
+  assert aux["features"].shape == (3, 3, 3, 6) and aux["pre_logits"].shape == (3, 12)
+  want = jnp.einsum("bcd,cd->bc", aux["pre_logits"].reshape(3, 6, 2), params["class_weights"])
+  np.testing.assert_allclose(logits, want + params["offset"], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_fold_batch_norm_is_exact_at_inference():
   model = network.MSROINet(num_classes=3, widths=(4, 8), class_features=2, batch_norm=True)
