@@ -16,32 +16,20 @@ import numpy as np
 import pytest
 
 from jaxcomp import checkpoint
-from jaxcomp import config_lib
 from jaxcomp import train
 from jaxcomp import writers
 from jaxcomp.tasks import base as tasks_base
 
 
-def _config():
-  c = config_lib.base_config()
-  c.task = "repr"
-  c.data.name = "cifar10_sample"
-  c.data.num_train_examples = 64
-  c.data.num_eval_examples = 64
-  c.data.augment = "none"
-  c.model.name = "convnet"
-  c.model.width = 8
-  c.train.batch_size = 16
-  c.eval.batch_size = 32
+def _config(make_config):
+  """The shared tiny RePr config with a 10-step cosine run, checkpoints every 5 steps,
+  a log row every step and no evaluation (one compile less per run)."""
+  c = make_config(metric="random")     # events at steps 2, 4, 6, 8
   c.train.num_steps = 10
   c.train.log_every_steps = 1
   c.train.checkpoint_every_steps = 5
-  c.mode = "train"                        # no evaluation: one compile less per run
-  c.train.progress_bar = False
-  c.optim = config_lib.optimizer_config(name="momentum", learning_rate=0.05,
-                                        weight_decay=5e-4, schedule="cosine")
-  c.repr.s1_steps, c.repr.s2_steps, c.repr.rounds = 2, 2, 2   # events 2, 4, 6, 8
-  c.repr.metric = "random"
+  c.mode = "train"
+  c.optim.schedule = "cosine"
   return c
 
 
@@ -74,8 +62,9 @@ def _events(workdir):
   return [r for r in writers.read_metrics(workdir) if r["split"] == "event"]
 
 
-def test_stop_in_pruned_phase_and_resume_equals_uninterrupted(tmp_path, stop_at):
-  full = train.train_and_evaluate(_config(), str(tmp_path / "full"))
+def test_stop_in_pruned_phase_and_resume_equals_uninterrupted(tmp_path, stop_at,
+                                                                tiny_repr_config):
+  full = train.train_and_evaluate(_config(tiny_repr_config), str(tmp_path / "full"))
   assert full["final_step"] == 10
   events = _events(tmp_path / "full")
   assert [(e["step"], e["event"], e["round"]) for e in events] == [
@@ -87,11 +76,11 @@ def test_stop_in_pruned_phase_and_resume_equals_uninterrupted(tmp_path, stop_at)
   assert all(np.isfinite(r["ortho_sum"]) for r in rows)
 
   stop_at[0] = 2                   # stops after step 3: between the drop (2) and step 4
-  stopped = train.train_and_evaluate(_config(), str(tmp_path / "part"))
+  stopped = train.train_and_evaluate(_config(tiny_repr_config), str(tmp_path / "part"))
   assert stopped["preempted"] and stopped["final_step"] == 3
   masks = checkpoint.read_run(tmp_path / "part", step=3)[1]["collections"]["repr_masks"]
   assert any(np.any(np.asarray(m) == 0) for m in jax.tree.leaves(masks))  # pruned phase
-  resumed = train.train_and_evaluate(_config(), str(tmp_path / "part"))
+  resumed = train.train_and_evaluate(_config(tiny_repr_config), str(tmp_path / "part"))
   assert resumed["resumed_from_step"] == 3 and resumed["final_step"] == 10
   a = checkpoint.read_run(tmp_path / "full", step=10)[1]
   b = checkpoint.read_run(tmp_path / "part", step=10)[1]

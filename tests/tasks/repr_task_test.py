@@ -27,27 +27,6 @@ from jaxcomp.tasks import repr_task
 from jaxcomp.tasks.classification import to_unit_float
 
 
-def _config(**repr_overrides):
-  c = config_lib.base_config()
-  c.task = "repr"
-  c.data.name = "cifar10_sample"
-  c.data.num_train_examples = 64
-  c.data.num_eval_examples = 64
-  c.data.augment = "none"
-  c.model.name = "convnet"
-  c.model.width = 8
-  c.train.batch_size = 16
-  c.eval.batch_size = 32
-  c.train.num_steps = 8
-  c.train.progress_bar = False
-  c.optim = config_lib.optimizer_config(name="momentum", learning_rate=0.05,
-                                        weight_decay=5e-4, schedule="constant")
-  c.repr.s1_steps, c.repr.s2_steps, c.repr.rounds = 2, 2, 2
-  for k, v in repr_overrides.items():
-    c.repr[k] = v
-  return config_lib.validate(c)
-
-
 def _setup(config, devices=None):
   """Task, trainer, prepared state and batches on `devices` (default: one CPU device;
   the 8-device runs are `test_one_and_eight_devices_agree_through_an_event` and
@@ -94,12 +73,12 @@ def _get(tree, key):
   return np.asarray(tree)
 
 
-def _schedule(devices=None):
+def _schedule(make_config, devices=None):
   """One device (default) or 8: train 2 steps, drop (ortho, 30 %), train 2 steps.
 
   Returns (task, trainer, the state before the drop, after it, 2 steps later, the record).
   """
-  config = _config()
+  config = make_config()
   task, trainer, state, batches, mesh = _setup(config, devices)
   state = _steps(trainer, state, batches, mesh, 2)
   dropped_state, record = task.drop(2, state, 0)
@@ -109,8 +88,8 @@ def _schedule(devices=None):
 
 
 @pytest.fixture(scope="module")
-def pruned():
-  return _schedule()
+def pruned(tiny_repr_config):
+  return _schedule(tiny_repr_config)
 
 
 def test_drop_record_counts_and_masks(pruned):
@@ -202,9 +181,9 @@ def test_reintroduction_resets_dropped_entries_only(pruned):
     jax.tree.map(np.testing.assert_array_equal, getattr(state, name), getattr(new, name))
 
 
-def test_official_reinit_through_the_task(pruned):
+def test_official_reinit_through_the_task(pruned, tiny_repr_config):
   _, _, _, _, state, _ = pruned
-  task = repr_task.ReprTask(_config(reinit="official"),
+  task = repr_task.ReprTask(tiny_repr_config(reinit="official"),
                             parallel.create_mesh(1, jax.devices()[:1]))
   dropped = repr_task.dropped_filters(state.params, state.collections[repr_task.MASKS])
   new, record = task.reintroduce(4, state, 0)
@@ -219,10 +198,10 @@ def test_official_reinit_through_the_task(pruned):
 
 
 @pytest.mark.slow   # a second compile on 8 devices; repr_schedule_test runs on 8 by default
-def test_one_and_eight_devices_agree_through_an_event(pruned):
+def test_one_and_eight_devices_agree_through_an_event(pruned, tiny_repr_config):
   assert len(jax.devices()) == 8, "conftest forces 8 CPU devices"
   task1, _, _, _, state1, record1 = pruned
-  task8, _, _, _, state8, record8 = _schedule(jax.devices())
+  task8, _, _, _, state8, record8 = _schedule(tiny_repr_config, jax.devices())
   assert record1["counts"] == record8["counts"]
   out = [jax.device_get(task.reintroduce(4, state, 0)[0].params)
          for task, state in ((task1, state1), (task8, state8))]
@@ -230,9 +209,9 @@ def test_one_and_eight_devices_agree_through_an_event(pruned):
 
 
 @pytest.mark.parametrize("metric", sorted(repr_task.RANKINGS.names()))
-def test_every_ranking_runs_in_the_task(pruned, metric):
+def test_every_ranking_runs_in_the_task(pruned, metric, tiny_repr_config):
   _, _, state, _, _, _ = pruned
-  task = repr_task.ReprTask(_config(metric=metric, rank_batches=1, exclude_first=True),
+  task = repr_task.ReprTask(tiny_repr_config(metric=metric, rank_batches=1, exclude_first=True),
                             parallel.create_mesh(1, jax.devices()[:1]))
   dropped, record = task.drop(2, state, 0)
   assert record["counts"]["backbone/conv1"] == 0          # excluded
@@ -245,15 +224,15 @@ def test_every_ranking_runs_in_the_task(pruned, metric):
                dropped.collections[repr_task.MASKS])
 
 
-def test_loss_options_equal_their_formulas(pruned, tmp_path):
+def test_loss_options_equal_their_formulas(pruned, tmp_path, tiny_repr_config):
   # A teacher: the 2-step state of the fixture, saved as a run directory.
   _, trainer, teacher_state, _, _, _ = pruned
   ckpt = checkpoint.Checkpointer(str(tmp_path / "teacher" / "checkpoints"))
   ckpt.save(2, teacher_state)
   ckpt.close()
   (tmp_path / "teacher" / "config.json").write_text(trainer.config.to_json_best_effort())
-  config = _config(ortho_loss_weight=0.01, teacher_checkpoint=str(tmp_path / "teacher"),
-                   kd_weight=0.7, kd_temperature=3.0)
+  config = tiny_repr_config(ortho_loss_weight=0.01, teacher_checkpoint=str(tmp_path / "teacher"),
+                            kd_weight=0.7, kd_temperature=3.0)
   task = repr_task.ReprTask(config, parallel.create_mesh(1, jax.devices()[:1]))
   params = jax.tree.map(lambda x: 1.5 * x, teacher_state.params)  # a student, not the teacher
   batch = next(task.train_iterator(seed=0, start_step=0))
@@ -307,8 +286,8 @@ def test_bad_repr_config_fails_at_validation(overrides, message):
     config_lib.validate(c)
 
 
-def test_bad_schedule_and_model_fail_clearly():
-  config = _config(rounds=3)     # 3 x (2 + 2) = 12 steps > 8
+def test_bad_schedule_and_model_fail_clearly(tiny_repr_config):
+  config = tiny_repr_config(rounds=3)     # 3 x (2 + 2) = 12 steps > 8
   task = repr_task.ReprTask(config, parallel.create_mesh(1))
   with pytest.raises(config_lib.ConfigError, match="end at step 12, after the run's 8"):
     task.event_steps(8)
