@@ -6,6 +6,7 @@ never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -56,6 +57,44 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
   """Atomically writes `obj` as indented JSON."""
   write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def pyplot() -> Any:
+  """`matplotlib.pyplot` on the non-interactive Agg backend (imported on first use)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> pathlib.Path:
+  """Writes a matplotlib figure as a PNG at `path` atomically, then closes it."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=dpi)
+  pyplot().close(fig)
+  write_atomic(path, buf.getvalue())
+  return pathlib.Path(path)
+
+
+def plot_tables(panels: list[tuple[str, Any]], path: str | os.PathLike, *,
+                value_format: str = "{:.0f}", panel_size: float = 3.2, fontsize: float = 6,
+                title_size: float = 9, dpi: int = 110) -> pathlib.Path:
+  """Heat maps of 8x8 tables (quantisation steps, sensitivities) side by side, each
+  value written in its cell; `panels` is [(title, table [8, 8])]."""
+  plt = pyplot()
+  fig, axes = plt.subplots(1, len(panels), figsize=(panel_size * len(panels), panel_size),
+                           squeeze=False)
+  for ax, (title, table) in zip(axes[0], panels):
+    t = np.asarray(table)
+    ax.imshow(t, cmap="viridis")
+    for (i, j), v in np.ndenumerate(t):
+      ax.text(j, i, value_format.format(v), ha="center", va="center", fontsize=fontsize,
+              color="w")
+    ax.set_title(title, fontsize=title_size)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.tight_layout()
+  return save_figure(fig, path, dpi=dpi)
 
 
 class MetricWriter:
@@ -121,9 +160,7 @@ def plot_metrics(workdir: str | os.PathLike, *, keys: tuple[str, ...] = ("loss",
   rows = read_metrics(workdir)
   if not rows:
     return None
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = pyplot()
   keys = tuple(k for k in keys if any(k in r for r in rows))
   fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(5 * max(len(keys), 1), 3.5),
                            squeeze=False)
@@ -136,9 +173,4 @@ def plot_metrics(workdir: str | os.PathLike, *, keys: tuple[str, ...] = ("loss",
     ax.set_title(key)
     ax.legend()
   fig.tight_layout()
-  out = pathlib.Path(workdir) / "plots.png"
-  tmp = out.with_name(".plots.tmp.png")
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, out)
-  return out
+  return save_figure(fig, pathlib.Path(workdir) / "plots.png", dpi=100)

@@ -133,9 +133,7 @@ def summarize(root: pathlib.Path) -> dict[str, Any]:
 
 def plot(root: pathlib.Path, out: pathlib.Path, name: str = "repr") -> None:
   """<name>_curves.png, <name>_ortho_sum.png and <name>_counts.png (module doc)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = writers.pyplot()
   runs = _runs(root)
   groups = sorted(runs)
   loaded = {g: {a: writers.read_metrics(s[min(s)]) for a, s in runs[g].items()} for g in groups}
@@ -155,8 +153,7 @@ def plot(root: pathlib.Path, out: pathlib.Path, name: str = "repr") -> None:
       ax.set_xlabel("epoch")
       ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(out / f"{name}_curves.png", dpi=110)
-  plt.close(fig)
+  writers.save_figure(fig, out / f"{name}_curves.png", dpi=110)
 
   fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.2), squeeze=False)
   for ax, g in zip(axes[0], groups):
@@ -169,8 +166,7 @@ def plot(root: pathlib.Path, out: pathlib.Path, name: str = "repr") -> None:
     ax.set_xlabel("epoch")
     ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(out / f"{name}_ortho_sum.png", dpi=110)
-  plt.close(fig)
+  writers.save_figure(fig, out / f"{name}_ortho_sum.png", dpi=110)
 
   panels = [(g, a) for g in groups for a in sorted(loaded[g]) if _phases(loaded[g][a])]
   fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.6 * max(len(panels), 1), 3),
@@ -188,8 +184,7 @@ def plot(root: pathlib.Path, out: pathlib.Path, name: str = "repr") -> None:
     ax.legend(fontsize=6)
   axes[0][0].set_ylabel("filters dropped")
   fig.tight_layout()
-  fig.savefig(out / f"{name}_counts.png", dpi=110)
-  plt.close(fig)
+  writers.save_figure(fig, out / f"{name}_counts.png", dpi=110)
 
 
 def main() -> int:

@@ -113,9 +113,7 @@ def plot(spec: dict[str, str], metrics: list[str], rows: list[dict[str, Any]],
          path: pathlib.Path) -> None:
   """The grid's figure: grouped bars (x an axis) or lines (x an axis or a metric),
   one series per `hue` value, error bars = std over seeds."""
-  import matplotlib   # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt   # pylint: disable=g-import-not-at-top
+  plt = writers.pyplot()
   x, hue, y = spec["x"], spec.get("hue"), spec.get("y", metrics[0])
   ys, ylabel = _scale(y)
   series: dict[str, list[dict[str, Any]]] = {}
@@ -147,8 +145,7 @@ def plot(spec: dict[str, str], metrics: list[str], rows: list[dict[str, Any]],
   ax.grid(alpha=0.3)
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  writers.save_figure(fig, path, dpi=120)
 
 
 def main() -> int:

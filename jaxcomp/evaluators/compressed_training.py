@@ -169,13 +169,6 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
-
-
 def _by_family(arm_rows, x: str, test: str, model: str):
   fams: dict[str, list] = {}
   for a in arm_rows:
@@ -187,7 +180,7 @@ def _by_family(arm_rows, x: str, test: str, model: str):
 
 def plot_quality(rows, path: pathlib.Path, xs: Sequence[str], *, test: str = "original") -> None:
   """Figs. 3.4 / 3.5: accuracy vs `xs` ("bpp", "psnr", "ssim") per family and model."""
-  plt = _pyplot()
+  plt = writers.pyplot()
   arm_rows = arms(rows)
   models = sorted({a["model"] for a in arm_rows if a["test"] == test})
   fig, axes = plt.subplots(len(models), len(xs), figsize=(5 * len(xs), 3.8 * len(models)),
@@ -206,13 +199,12 @@ def plot_quality(rows, path: pathlib.Path, xs: Sequence[str], *, test: str = "or
              title=f"{model}, tested on {test} data")
       ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  writers.save_figure(fig, path, dpi=110)
 
 
 def plot_parameters(rows, path: pathlib.Path) -> None:
   """Fig. 3.6: accuracy vs parameters, one line per (training data, test data)."""
-  plt = _pyplot()
+  plt = writers.pyplot()
   lines: dict[str, list] = {}
   for a in arms(rows):
     lines.setdefault(f"{a['family']} {a['level']} (test {a['test']})".strip(), []).append(a)
@@ -226,14 +218,13 @@ def plot_parameters(rows, path: pathlib.Path) -> None:
   if ax.get_legend_handles_labels()[0]:          # no line when every arm has one model
     ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  writers.save_figure(fig, path, dpi=110)
 
 
 def plot_clean_vs_corrupt(rows, path: pathlib.Path) -> None:
   """Fig. 4.3: clean test accuracy vs mean accuracy over the corrupted sets (best seed
   of each arm, as the robustness evaluator keeps it)."""
-  plt = _pyplot()
+  plt = writers.pyplot()
   best: dict[str, dict] = {}
   for r in rows:
     if not math.isnan(r["corrupt_accuracy"]) and (
@@ -246,13 +237,12 @@ def plot_clean_vs_corrupt(rows, path: pathlib.Path) -> None:
                                                         100 * r["accuracy"]), fontsize=7)
   ax.set(xlabel="mean accuracy over the corrupted sets (%)", ylabel="clean test accuracy (%)")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  writers.save_figure(fig, path, dpi=110)
 
 
 def plot_spectra(spectra: dict[str, np.ndarray], path: pathlib.Path) -> None:
   """Fig. 4.7: one panel per training set."""
-  plt = _pyplot()
+  plt = writers.pyplot()
   cols = min(len(spectra), 6)
   rows = -(-len(spectra) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
@@ -262,8 +252,7 @@ def plot_spectra(spectra: dict[str, np.ndarray], path: pathlib.Path) -> None:
     ax.imshow(s, cmap="viridis", vmin=0, vmax=1)
     ax.set_title(label, fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  writers.save_figure(fig, path, dpi=110)
 
 
 def spectra(runs: Sequence[pathlib.Path], rows: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:

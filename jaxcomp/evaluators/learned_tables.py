@@ -100,9 +100,6 @@ def evaluate(workdir: str, baseline: str | None = None) -> dict[str, Any]:
 
 def plot_tables(report: dict[str, Any], path: str | pathlib.Path) -> None:
   """Heat maps of the learned tables beside the IJG tables of the equal-size quality."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   from jaxcomp.ops.jpeg_tables import quality_tables  # pylint: disable=g-import-not-at-top
   q = report["standard_4:4:4"]["quality_of_equal_size"]
   std_luma, std_chroma = quality_tables(q)
@@ -110,20 +107,7 @@ def plot_tables(report: dict[str, Any], path: str | pathlib.Path) -> None:
   panels = [("learned luma", learned[0]), (f"IJG luma q{q}", std_luma)]
   if learned[1] is not None:
     panels += [("learned chroma", learned[1]), (f"IJG chroma q{q}", std_chroma)]
-  fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2))
-  for ax, (title, table) in zip(np.atleast_1d(axes), panels):
-    t = np.asarray(table)
-    ax.imshow(t, cmap="viridis")
-    for (i, j), v in np.ndenumerate(t):
-      ax.text(j, i, int(v), ha="center", va="center", fontsize=6, color="w")
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
-  fig.tight_layout()
-  tmp = pathlib.Path(path).with_name(f".{pathlib.Path(path).name}.tmp.png")
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  tmp.replace(path)
+  writers.plot_tables(panels, path, value_format="{:.0f}", dpi=110)
 
 
 def main(argv: list[str]) -> int:

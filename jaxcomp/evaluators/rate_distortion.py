@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from jaxcomp import metrics
+from jaxcomp import metrics, writers
 from jaxcomp.codecs import bitstream, compression
 
 JPEG_QUALITIES = (2, 3, 5, 8, 10, 15, 20, 25, 30, 40, 50, 60, 75, 90)
@@ -117,9 +117,7 @@ def plot(results: list[dict[str, Any]], jpeg: list[dict[str, float]], path: str,
 
   The x axis ends at 2.5 times the models' highest rate (or JPEG's last point).
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = writers.pyplot()
 
   fig, ax = plt.subplots(figsize=(6, 4.5))
   pts = sorted((r["mean"]["bpp"], r["mean"]["psnr"], r["model"]) for r in results)
@@ -137,5 +135,4 @@ def plot(results: list[dict[str, Any]], jpeg: list[dict[str, float]], path: str,
   ax.legend()
   ax.set_title(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  writers.save_figure(fig, path, dpi=120)

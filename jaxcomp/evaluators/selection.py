@@ -88,9 +88,7 @@ def stored_sizes(data_config: ml_collections.ConfigDict, ds: data_lib.ImageDatas
 def plot(report: dict[str, dict[str, float]], path: pathlib.Path, *, title: str) -> None:
   """Top-1 / top-5 accuracy (rows) vs whole-file / payload CR (columns): the JPEG versions
   as a curve from the highest quality to the lowest, the original and the selectors as points."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = writers.pyplot()
   jpegs = sorted((n for n in report if n.startswith("q")), key=lambda n: -int(n[1:]))
   fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
   for row, key in enumerate(("top1", "top5")):
@@ -110,8 +108,7 @@ def plot(report: dict[str, dict[str, float]], path: pathlib.Path, *, title: str)
   axes[0, 0].legend(fontsize=8, loc="lower left")
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  writers.save_figure(fig, path, dpi=110)
 
 
 @EVALUATORS.register("selection")

@@ -55,24 +55,10 @@ def sensitivity_report(baseline: str, *, images: int = 2560, q_max: float = 10.0
 
 def plot(report: dict[str, Any], path: str | pathlib.Path) -> None:
   """Heat maps of the train-mode tables (luma, chroma), step values written in."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   tables = [("luma", report["train"]["luma"]), ("chroma", report["train"]["chroma"])]
-  tables = [(n, np.asarray(t)) for n, t in tables if t is not None]
-  fig, axes = plt.subplots(1, len(tables), figsize=(3.4 * len(tables), 3.4), squeeze=False)
-  for ax, (name, t) in zip(axes[0], tables):
-    ax.imshow(t, cmap="viridis")
-    for (i, j), v in np.ndenumerate(t):
-      ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=5, color="w")
-    ax.set_title(f"{report['dataset']}: {name} steps", fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-  fig.tight_layout()
-  tmp = pathlib.Path(path).with_name(f".{pathlib.Path(path).name}.tmp.png")
-  fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  tmp.replace(path)
+  writers.plot_tables([(f"{report['dataset']}: {name} steps", t) for name, t in tables
+                       if t is not None], path, value_format="{:.2g}", panel_size=3.4,
+                      fontsize=5, title_size=8, dpi=120)
 
 
 def main(argv: list[str]) -> int:

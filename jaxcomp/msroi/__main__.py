@@ -26,14 +26,13 @@ import argparse
 import io
 import json
 import math
-import os
 import pathlib
 import sys
-import tempfile
 
 import numpy as np
 from PIL import Image
 
+from jaxcomp import writers
 from jaxcomp.codecs.jpeg_files import encode_jpeg
 from jaxcomp.msroi import evaluate as evaluation
 from jaxcomp.msroi import variable_jpeg
@@ -55,26 +54,6 @@ class _Parser(argparse.ArgumentParser):
 def _read_image(path: str) -> np.ndarray:
   with Image.open(path) as im:
     return np.asarray(im.convert("RGB"))
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-  """Writes `data` to a temporary file in `path`'s folder, then renames it over `path`.
-
-  The file gets the permissions `open()` would give it (0666 less the umask), not
-  `mkstemp`'s 0600.
-  """
-  target = pathlib.Path(path)
-  fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, target)
-  except BaseException:
-    os.unlink(tmp)
-    raise
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -115,8 +94,8 @@ def _compress(args) -> int:
                                              **options)
     note = f", standard JPEG q{args.match_quality}: {target} bytes"
   if args.heatmap:
-    _write_atomic(args.heatmap, _png(np.round(saliency * 255).astype(np.uint8)))
-  _write_atomic(args.output, data)
+    writers.write_atomic(args.heatmap, _png(np.round(saliency * 255).astype(np.uint8)))
+  writers.write_atomic(args.output, data)
   print(f"wrote {args.output}: {len(data)} bytes, levels {list(qualities)}, Q_f {q_final}{note}")
   return 0
 
@@ -152,9 +131,9 @@ def _evaluate(args) -> int:
             f"{_fmt(r[space]['ms_ssim']):>7s}")
   if args.figure:
     title = "MS-ROI map" if args.map == "network" else f"{args.map} map (not MS-ROI)"
-    _write_atomic(args.figure, evaluation.figure(examples, rows=report["images"], map_title=title))
+    writers.write_atomic(args.figure, evaluation.figure(examples, rows=report["images"], map_title=title))
   if args.output:
-    _write_atomic(args.output, json.dumps(report, indent=2).encode())
+    writers.write_atomic(args.output, json.dumps(report, indent=2).encode())
   return 0
 
 

@@ -45,10 +45,10 @@ def test_log_spectrum_is_numpys():
   assert np.unravel_index(np.argmax(flat), flat.shape) == (4, 4)
 
 
-def test_report_tables():
+def test_report_tables_and_figures(tmp_path):
   rows = [dict(run=f"r{i}", arm=arm, seed=i, family=fam, level=lv, train_data="x", test="original",
                model="m", params=10, accuracy=acc, bpp=bpp, file_bpp=bpp, psnr=30.0, ssim=.9,
-               corrupt_accuracy=math.nan)
+               corrupt_accuracy=math.nan if arm == "o" else .4)
           for i, (arm, fam, lv, acc, bpp) in enumerate([("a", "jpeg", "20", .5, 1.0),
                                                          ("a", "jpeg", "20", .7, 1.0),
                                                          ("o", "original", "", .8, math.nan)])]
@@ -57,8 +57,13 @@ def test_report_tables():
   assert a["n"] == 2 and a["accuracy"] == pytest.approx(.6)
   assert a["accuracy_std"] == pytest.approx(np.std([.5, .7], ddof=1))
   md = compressed_training.to_markdown(rows)
-  assert "| jpeg | 20 | original | m | 10 | 2 | 60.00 +- 14.14 | 1.000 | 30.00 | 0.9000 |  |" in md
+  assert "| jpeg | 20 | original | m | 10 | 2 | 60.00 +- 14.14 | 1.000 | 30.00 | 0.9000 | 40.00 |" in md
   assert compressed_training.to_csv(rows).splitlines()[0] == ",".join(compressed_training.COLUMNS)
+  compressed_training.plot_quality(rows, tmp_path / "q.png", ["bpp"])
+  compressed_training.plot_parameters(rows, tmp_path / "p.png")
+  compressed_training.plot_clean_vs_corrupt(rows, tmp_path / "c.png")
+  compressed_training.plot_spectra({"jpeg 20": np.eye(8)}, tmp_path / "s.png")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "p.png", "q.png", "s.png"]
 
 
 def test_collect_reads_a_finished_run(jpeg_dl_run):

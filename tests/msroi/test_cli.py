@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 
@@ -120,18 +119,6 @@ def test_runtime_errors_exit_1_without_partial_output(image_dir, tmp_path, capsy
   (tmp_path / "empty").mkdir()
   code, _, err = _run(["evaluate", "--images", tmp_path / "empty", "--map", "center"], capsys)
   assert code == 1 and "no lossless images" in err
-
-
-def test_atomic_write_leaves_no_file_on_failure(tmp_path, monkeypatch):
-  target = tmp_path / "out.jpg"
-
-  def fail(src, dst):
-    raise OSError("disk full")
-
-  monkeypatch.setattr(os, "replace", fail)
-  with pytest.raises(OSError, match="disk full"):
-    cli._write_atomic(str(target), b"data")
-  assert not list(tmp_path.iterdir())
 
 
 def test_fresh_process_loads_no_network():
