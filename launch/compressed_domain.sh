@@ -72,7 +72,7 @@ for metrics in sorted(runs.glob("*/metrics.jsonl")):
                **s["eval"], "best_accuracy": max(a for _, a in evals), "evals": evals})
 out = {"setting": "CIFAR-10 (JPEG q75) sample shipped with jaxcomp: a fixed (seed-0) subset "
                   "of 5000 train / 1000 test images; 32x32 upsampled 4x (bilinear) to 128x128 for the codec "
-                  "(8x8 latents); cResNet width 0.25; 2 shared CPU cores (load average 25-40)",
+                  "(8x8 latents); cResNet width 0.25; 2 shared CPU cores (seed 0 runs: load average 25-40; seeds 1-2 and joint-q1-rd: 3-7, this session's own parallel runs)",
        "runs": rows, "partial_runs": partial}
 pathlib.Path("docs/compressed_domain.json").write_text(json.dumps(out, indent=1) + "\n")
 print(len(rows), "runs,", len(partial), "partial")
