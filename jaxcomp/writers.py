@@ -10,8 +10,9 @@ import io
 import json
 import os
 import pathlib
+import sys
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -57,6 +58,26 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
   """Atomically writes `obj` as indented JSON."""
   write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def report_main(compute: Callable[[], dict[str, Any]], *, out: str | None = None,
+                plot: Callable[[dict[str, Any], str], Any] | None = None,
+                plot_path: str | None = None) -> int:
+  """The tail of a report command line: compute the report, write it as JSON to `out`
+  (atomically) and draw it to `plot_path`, print it; exit status 2 with a one-line
+  error when the inputs are missing or invalid (FileNotFoundError, ValueError)."""
+  try:
+    report = compute()
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  text = json.dumps(report, indent=2, default=float)
+  if out:
+    write_atomic(out, text + "\n")
+  if plot_path and plot is not None:
+    plot(report, plot_path)
+  print(text)
+  return 0
 
 
 def pyplot() -> Any:

@@ -37,3 +37,18 @@ def test_plot_tables_writes_one_png_and_no_temporary_file(tmp_path):
   with Image.open(path) as im:
     assert im.format == "PNG" and im.size[0] > im.size[1]      # two panels side by side
   assert [p.name for p in tmp_path.iterdir()] == ["t.png"]
+
+
+def test_report_main_writes_json_and_plot_or_fails_with_status_2(tmp_path, capsys):
+  drawn = []
+  out = tmp_path / "r.json"
+  assert writers.report_main(lambda: {"a": np.float32(0.5)}, out=str(out),
+                             plot=lambda r, p: drawn.append((r, p)), plot_path="x.png") == 0
+  assert out.read_text() == '{\n  "a": 0.5\n}\n' and drawn == [({"a": np.float32(0.5)}, "x.png")]
+
+  def missing():
+    raise FileNotFoundError("no run in /nowhere")
+
+  assert writers.report_main(missing, out=str(tmp_path / "s.json")) == 2
+  assert capsys.readouterr().err == "error: no run in /nowhere\n"
+  assert not (tmp_path / "s.json").exists()

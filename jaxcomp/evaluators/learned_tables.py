@@ -23,7 +23,6 @@ tables mean the same thing.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 from typing import Any
@@ -118,18 +117,8 @@ def main(argv: list[str]) -> int:
   p.add_argument("--out", default=None, help="write the report here (JSON)")
   p.add_argument("--plot", default=None, help="PNG of learned vs standard tables")
   args = p.parse_args(argv)
-  try:
-    report = evaluate(args.workdir, args.baseline)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  text = json.dumps(report, indent=2, default=float)
-  if args.out:
-    writers.write_atomic(args.out, text + "\n")
-  if args.plot:
-    plot_tables(report, args.plot)
-  print(text)
-  return 0
+  return writers.report_main(lambda: evaluate(args.workdir, args.baseline), out=args.out,
+                             plot=plot_tables, plot_path=args.plot)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ step starts clipping.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 from typing import Any
@@ -70,18 +69,9 @@ def main(argv: list[str]) -> int:
   p.add_argument("--out", default=None, help="write the report here (JSON)")
   p.add_argument("--plot", default=None, help="PNG of the train-mode tables")
   args = p.parse_args(argv)
-  try:
-    report = sensitivity_report(args.baseline, images=args.images, q_max=args.q_max)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  text = json.dumps(report, indent=2)
-  if args.out:
-    writers.write_atomic(args.out, text + "\n")
-  if args.plot:
-    plot(report, args.plot)
-  print(text)
-  return 0
+  return writers.report_main(
+      lambda: sensitivity_report(args.baseline, images=args.images, q_max=args.q_max),
+      out=args.out, plot=plot, plot_path=args.plot)
 
 
 if __name__ == "__main__":
