@@ -131,7 +131,8 @@ def _evaluate(args) -> int:
             f"{_fmt(r[space]['ms_ssim']):>7s}")
   if args.figure:
     title = "MS-ROI map" if args.map == "network" else f"{args.map} map (not MS-ROI)"
-    writers.write_atomic(args.figure, evaluation.figure(examples, rows=report["images"], map_title=title))
+    writers.write_atomic(args.figure,
+                         evaluation.figure(examples, rows=report["images"], map_title=title))
   if args.output:
     writers.write_atomic(args.output, json.dumps(report, indent=2).encode())
   return 0

@@ -57,7 +57,8 @@ def test_report_tables_and_figures(tmp_path):
   assert a["n"] == 2 and a["accuracy"] == pytest.approx(.6)
   assert a["accuracy_std"] == pytest.approx(np.std([.5, .7], ddof=1))
   md = compressed_training.to_markdown(rows)
-  assert "| jpeg | 20 | original | m | 10 | 2 | 60.00 +- 14.14 | 1.000 | 30.00 | 0.9000 | 40.00 |" in md
+  assert ("| jpeg | 20 | original | m | 10 | 2 | 60.00 +- 14.14 | 1.000 | 30.00 | 0.9000 | 40.00 |"
+          in md)
   assert compressed_training.to_csv(rows).splitlines()[0] == ",".join(compressed_training.COLUMNS)
   compressed_training.plot_quality(rows, tmp_path / "q.png", ["bpp"])
   compressed_training.plot_parameters(rows, tmp_path / "p.png")
