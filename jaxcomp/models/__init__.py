@@ -15,8 +15,7 @@ import jax
 
 from jaxcomp.models import convnet, densenet, mobilenetv2, resnet, shufflenetv2  # noqa: F401
 from jaxcomp.models import cresnet  # noqa: F401
-from jaxcomp.models import squeezenet, vgg  # noqa: F401
-from jaxcomp.msroi import network as _msroi_network  # noqa: F401  ("msroinet")
+from jaxcomp.models import msroinet, squeezenet, vgg  # noqa: F401
 from jaxcomp.models.registry import MODELS
 
 
