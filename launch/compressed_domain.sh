@@ -48,6 +48,7 @@ case $1 in
                 frozen-q1-cont latents-q3 decoded-q4 decoded-q2 decoded-q3; do run $n; done ;;
   collect) RUNS=$RUNS $PY - <<'EOF'
 import json, os, pathlib
+from jaxcomp import writers
 runs = pathlib.Path(os.environ["RUNS"])
 rows, partial = [], []
 for metrics in sorted(runs.glob("*/metrics.jsonl")):
@@ -74,7 +75,7 @@ out = {"setting": "CIFAR-10 (JPEG q75) sample shipped with jaxcomp: a fixed (see
                   "of 5000 train / 1000 test images; 32x32 upsampled 4x (bilinear) to 128x128 for the codec "
                   "(8x8 latents); cResNet width 0.25; 2 shared CPU cores (seed 0 runs: load average 25-40; seeds 1-2 and joint-q1-rd: 3-7, this session's own parallel runs)",
        "runs": rows, "partial_runs": partial}
-pathlib.Path("docs/compressed_domain.json").write_text(json.dumps(out, indent=1) + "\n")
+writers.write_atomic("docs/compressed_domain.json", json.dumps(out, indent=1) + "\n")
 print(len(rows), "runs,", len(partial), "partial")
 EOF
   ;;

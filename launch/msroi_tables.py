@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp import attacks as attacks_lib
-from jaxcomp import metrics
+from jaxcomp import metrics, writers
 
 
 def _kodak(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def _defenses(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def _write(args: argparse.Namespace, result: dict[str, Any]) -> None:
   result["command"] = " ".join(["python launch/msroi_tables.py", *sys.argv[1:]])
-  pathlib.Path(args.out).write_text(json.dumps(result, indent=1))
+  writers.write_atomic(args.out, json.dumps(result, indent=1))
 
 
 def _defense(args: argparse.Namespace) -> None:
