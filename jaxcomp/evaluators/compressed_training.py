@@ -11,7 +11,8 @@ Reads finished classification runs (`robustness.checkpoints`; e.g. made by
                              mean payload bpp, PSNR and SSIM (its `derived` summary), and
                              the mean accuracy over the corrupted sets when the run was
                              evaluated (`corruption_robustness`); the Markdown averages
-                             the seeds of each arm (mean +- std)
+                             the seeds of each arm (mean +- std), then the BDA ranking
+                             and BDAD choices within each family (`family_tables`)
   fig3_4_accuracy_vs_bpp.png       accuracy vs bpp per codec family, originals a line
   fig3_5_accuracy_vs_quality.png   accuracy vs PSNR and vs SSIM
   fig3_6_parameters.png            accuracy vs parameters, one line per training data
@@ -28,7 +29,7 @@ import math
 import pathlib
 import re
 import sys
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +40,7 @@ from jaxcomp import checkpoint
 from jaxcomp import data as data_lib
 from jaxcomp import models as models_lib
 from jaxcomp import writers
+from jaxcomp.evaluators import corruption_scores
 from jaxcomp.evaluators.adversarial import _checkpoints
 from jaxcomp.evaluators.corruption_robustness import CLEAN, arm_of
 from jaxcomp.evaluators.registry import EVALUATORS
@@ -90,13 +92,65 @@ def log_spectrum(images: jax.Array) -> jax.Array:
   return (mean - mean.min()) / jnp.maximum(mean.max() - mean.min(), 1e-12)
 
 
-def _corrupt_accuracy(run: pathlib.Path) -> float:
+def corruption_grid(run: pathlib.Path) -> dict[tuple[str, int], float]:
+  """{(corruption, severity): accuracy} of a run's latest `corruption_robustness`
+  evaluation ({} when it was not evaluated)."""
   files = sorted(run.glob("corruption_accuracy-*.json"), key=lambda p: p.stat().st_mtime)
   if not files:
-    return math.nan
+    return {}
   acc = json.loads(files[-1].read_text())["accuracy"]
-  values = [v for k, v in acc.items() if k != CLEAN]
+  return {(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1])): v for k, v in acc.items()
+          if k != CLEAN}
+
+
+def _corrupt_accuracy(run: pathlib.Path) -> float:
+  values = list(corruption_grid(run).values())
   return float(np.mean(values)) if values else math.nan
+
+
+def family_tables(rows: Sequence[dict[str, Any]],
+                  grids: Mapping[str, Mapping[tuple[str, int], float]]) -> str:
+  """Tables 4.2 and 4.3 within each family (the thesis ranks BLS, JPEG, noise and blur
+  levels separately), for the runs tested on original data.
+
+  Per (family, model) with at least two evaluated levels: the BDA ranking and the BDAD
+  choice per corruption over the levels, each level represented by its seed with the
+  best clean accuracy (the thesis's protocol, Sec. 4.2); and, beside it, the ranking
+  by the mean over seeds of each level's mean corrupted accuracy (+- std, ddof 1).
+
+  Args:
+    rows: `collect`'s rows.
+    grids: run name -> `corruption_grid` of that run.
+
+  Returns:
+    Markdown ("" when no family has two evaluated levels).
+  """
+  fams: dict[tuple[str, str], dict[str, list]] = {}
+  for r in rows:
+    if r["family"] not in ("original", "union") and r["test"] == "original" \
+        and grids.get(r["run"]):
+      fams.setdefault((r["family"], r["model"]), {}).setdefault(r["level"], []).append(r)
+  lines: list[str] = []
+  for (fam, model), levels in sorted(fams.items()):
+    if len(levels) < 2:
+      continue
+    levels = dict(sorted(levels.items(), key=lambda kv: _level_key(kv[0])))
+    best = {lv: max(rs, key=lambda r: r["accuracy"])["run"] for lv, rs in levels.items()}
+    results = {(lv, c, s): v for lv, run in best.items() for (c, s), v in grids[run].items()}
+    by_seed = {lv: [r["corrupt_accuracy"] for r in rs] for lv, rs in levels.items()}
+    mean_order = sorted(by_seed, key=lambda lv: -np.mean(by_seed[lv]))
+    lines += [f"**{fam}, {model}** (best seed of each level)", "",
+              "BDA ranking (Table 4.2): " + " > ".join(
+                  f"{m} ({100 * a:.2f})" for m, a in corruption_scores.ranking(results)), "",
+              "by the mean over seeds: " + " > ".join(
+                  f"{lv} ({100 * np.mean(v):.2f}"
+                  + (f" +- {100 * np.std(v, ddof=1):.2f}, {len(v)} seeds)" if len(v) > 1
+                     else ", 1 seed)") for lv, v in ((lv, by_seed[lv]) for lv in mean_order)),
+              "", "| corruption | " + " | ".join(c for c in corruption_scores.bdad(results))
+              + " |", "|---" * (1 + len(corruption_scores.bdad(results))) + "|",
+              "| BDAD (Table 4.3) | " + " | ".join(
+                  str(m) for m, _ in corruption_scores.bdad(results).values()) + " |", ""]
+  return "\n".join(lines)
 
 
 def collect(runs: Sequence[pathlib.Path]) -> list[dict[str, Any]]:
@@ -280,7 +334,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   out = pathlib.Path(workdir)
   out.mkdir(parents=True, exist_ok=True)
   writers.write_atomic(out / "results.csv", to_csv(rows))
+  grids = {run.name: corruption_grid(run) for run in runs}
   md = to_markdown(rows)
+  families = family_tables(rows, grids)
+  if families:
+    md += "\n### Within each family (Tables 4.2, 4.3)\n\n" + families
   writers.write_atomic(out / "results.md", md)
   plot_quality(rows, out / "fig3_4_accuracy_vs_bpp.png", ["bpp"])
   plot_quality(rows, out / "fig3_5_accuracy_vs_quality.png", ["psnr", "ssim"])

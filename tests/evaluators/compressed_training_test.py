@@ -73,3 +73,27 @@ def test_collect_reads_a_finished_run(jpeg_dl_run):
   assert row["family"] == "original" and row["model"] == "convnet_c2_32"
   assert row["accuracy"] == summary["eval"]["accuracy"] and row["params"] > 0
   assert math.isnan(row["bpp"]) and math.isnan(row["corrupt_accuracy"])
+
+
+def test_family_tables_rank_within_each_family_by_the_best_seed():
+  """Hand table: JPEG q20 (two seeds, the better clean one kept) against q80; a noise
+  family with one level (no table) and the original (never ranked)."""
+  def row(run, fam, level, acc, corrupt):
+    return dict(run=run, arm=run.rsplit("_", 1)[0], family=fam, level=level, test="original",
+                model="m", accuracy=acc, corrupt_accuracy=corrupt)
+  rows = [row("q20_seed0", "jpeg", "20", .50, .30), row("q20_seed1", "jpeg", "20", .60, .20),
+          row("q80_seed0", "jpeg", "80", .55, .25), row("n_seed0", "noise", "0.1", .5, .9),
+          row("o_seed0", "original", "", .9, .9)]
+  grids = {"q20_seed0": {("fog", 1): .3, ("fog", 2): .3, ("snow", 1): .3, ("snow", 2): .3},
+           "q20_seed1": {("fog", 1): .1, ("fog", 2): .1, ("snow", 1): .3, ("snow", 2): .3},
+           "q80_seed0": {("fog", 1): .2, ("fog", 2): .4, ("snow", 1): .2, ("snow", 2): .2},
+           "n_seed0": {("fog", 1): .9, ("fog", 2): .9, ("snow", 1): .9, ("snow", 2): .9},
+           "o_seed0": {("fog", 1): .9, ("fog", 2): .9, ("snow", 1): .9, ("snow", 2): .9}}
+  md = compressed_training.family_tables(rows, grids)
+  # Best seed of q20 is seed 1 (clean .60): mean corrupt .20 < q80's .25.
+  assert "BDA ranking (Table 4.2): 80 (25.00) > 20 (20.00)" in md
+  # By the seed mean q20 has (.30 + .20) / 2 = .25 = q80's, listed in level order.
+  assert "by the mean over seeds: 20 (25.00 +- 7.07, 2 seeds) > 80 (25.00, 1 seed)" in md
+  assert "| BDAD (Table 4.3) | 80 | 20 |" in md          # fog: .3 vs .1; snow: .2 vs .3
+  assert "noise" not in md and "original" not in md
+  assert compressed_training.family_tables(rows[3:], grids) == ""
