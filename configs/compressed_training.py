@@ -72,8 +72,8 @@ from jaxcomp import config_lib
 # extrapolated from short calibration runs (log bpp linear in log lambda) for the others.
 BLS_RATES = {
     "0.001": (0.26, 0.00106),
-    "0.003": (0.52, 0.0055),
-    "0.005": (0.69, 0.012),
+    "0.003": (0.52, 0.00405),
+    "0.005": (0.69, 0.0087),
     "0.012": (1.08, 0.045),
     "0.033": (1.49, 0.12),
     "0.05": (1.63, 0.16),
