@@ -47,6 +47,8 @@ def test_other_experiments_validate():
     c = config_lib.validate(ct.get_config(f"experiment=codec,rate={label}"))
     assert c.task == "rate_distortion" and c.codec.crop == 0
     assert c.codec.lmbda == ct.BLS_RATES[label][1] and c.codec.architecture == "bls2017"
+    assert c.train.num_steps == ct.BLS_RATES[label][2]
+  assert ct.get_config("experiment=codec,rate=0.001,steps=7").train.num_steps == 7
   tiny = config_lib.validate(ct.get_config("variant=tinyimagenet,model=thesis_res18"))
   assert tiny.train.batch_size == 200 and tiny.data.augment == "flip"
   assert config_lib.validate(ct.get_config("variant=tinyimagenet")).train.batch_size == 300
@@ -62,7 +64,8 @@ def test_shipped_codecs_are_the_thesis_rates():
   assert shipped
   for name in shipped:
     _, _, meta = pretrained.load(name)
-    assert meta["lmbda"] == ct.BLS_RATES[name[len("cifar10-bls-"):]][1]
+    _, lmbda, steps = ct.BLS_RATES[name[len("cifar10-bls-"):]]
+    assert meta["lmbda"] == lmbda and meta["step"] == steps
     assert meta["architecture"] == "bls2017" and meta["num_filters"] == 64
 
 
