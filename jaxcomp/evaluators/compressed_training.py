@@ -92,19 +92,19 @@ def log_spectrum(images: jax.Array) -> jax.Array:
   return (mean - mean.min()) / jnp.maximum(mean.max() - mean.min(), 1e-12)
 
 
-def corruption_grid(run: pathlib.Path) -> dict[tuple[str, int], float]:
-  """{(corruption, severity): accuracy} of a run's latest `corruption_robustness`
-  evaluation ({} when it was not evaluated)."""
+def corruption_grid(run: pathlib.Path) -> dict[str | tuple[str, int], float]:
+  """{"clean": accuracy, (corruption, severity): accuracy, ...} of a run's latest
+  `corruption_robustness` evaluation ({} when it was not evaluated)."""
   files = sorted(run.glob("corruption_accuracy-*.json"), key=lambda p: p.stat().st_mtime)
   if not files:
     return {}
   acc = json.loads(files[-1].read_text())["accuracy"]
-  return {(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1])): v for k, v in acc.items()
-          if k != CLEAN}
+  return {(k if k == CLEAN else (k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]))): v
+          for k, v in acc.items()}
 
 
 def _corrupt_accuracy(run: pathlib.Path) -> float:
-  values = list(corruption_grid(run).values())
+  values = [v for k, v in corruption_grid(run).items() if k != CLEAN]
   return float(np.mean(values)) if values else math.nan
 
 
@@ -115,12 +115,13 @@ def family_tables(rows: Sequence[dict[str, Any]],
 
   Per (family, model) with at least two evaluated levels: the BDA ranking and the BDAD
   choice per corruption over the levels, each level represented by its seed with the
-  best clean accuracy (the thesis's protocol, Sec. 4.2); and, beside it, the ranking
-  by the mean over seeds of each level's mean corrupted accuracy (+- std, ddof 1).
+  best clean accuracy on the images of the corrupted sets (the thesis's protocol,
+  Sec. 4.2, and `corruption_robustness.best_seeds`); and, beside it, the ranking by
+  the mean over seeds of each level's mean corrupted accuracy (+- std, ddof 1).
 
   Args:
     rows: `collect`'s rows.
-    grids: run name -> `corruption_grid` of that run.
+    grids: run name -> `corruption_grid` of that run (with its "clean" accuracy).
 
   Returns:
     Markdown ("" when no family has two evaluated levels).
@@ -135,8 +136,10 @@ def family_tables(rows: Sequence[dict[str, Any]],
     if len(levels) < 2:
       continue
     levels = dict(sorted(levels.items(), key=lambda kv: _level_key(kv[0])))
-    best = {lv: max(rs, key=lambda r: r["accuracy"])["run"] for lv, rs in levels.items()}
-    results = {(lv, c, s): v for lv, run in best.items() for (c, s), v in grids[run].items()}
+    best = {lv: max(rs, key=lambda r: grids[r["run"]][CLEAN])["run"]
+            for lv, rs in levels.items()}
+    results = {(lv, *k): v for lv, run in best.items() for k, v in grids[run].items()
+               if k != CLEAN}
     by_seed = {lv: [r["corrupt_accuracy"] for r in rs] for lv, rs in levels.items()}
     mean_order = sorted(by_seed, key=lambda lv: -np.mean(by_seed[lv]))
     lines += [f"**{fam}, {model}** (best seed of each level)", "",
@@ -215,9 +218,10 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
   lines = ["| training data | level | test | model | params | seeds | accuracy % | bpp | PSNR "
            "| SSIM | corrupt acc. % |", "|---" * 11 + "|"]
   for a in arms(rows):
+    spread = f" +- {100 * a['accuracy_std']:.2f}" if a["n"] > 1 else ""   # no std of one seed
     lines.append(
         f"| {a['family']} | {a['level']} | {a['test']} | {a['model']} | {a['params']:,} | "
-        f"{a['n']} | {100 * a['accuracy']:.2f} +- {100 * a['accuracy_std']:.2f} | "
+        f"{a['n']} | {100 * a['accuracy']:.2f}{spread} | "
         f"{f(a['bpp'], '.3f')} | {f(a['psnr'], '.2f')} | {f(a['ssim'], '.4f')} | "
         f"{f(100 * a['corrupt_accuracy'], '.2f')} |")
   return "\n".join(lines) + "\n"
