@@ -109,7 +109,7 @@ def _corrupt_accuracy(run: pathlib.Path) -> float:
 
 
 def family_tables(rows: Sequence[dict[str, Any]],
-                  grids: Mapping[str, Mapping[tuple[str, int], float]]) -> str:
+                  grids: Mapping[str, Mapping[str | tuple[str, int], float]]) -> str:
   """Tables 4.2 and 4.3 within each family (the thesis ranks BLS, JPEG, noise and blur
   levels separately), for the runs tested on original data.
 
@@ -142,17 +142,16 @@ def family_tables(rows: Sequence[dict[str, Any]],
                if k != CLEAN}
     by_seed = {lv: [r["corrupt_accuracy"] for r in rs] for lv, rs in levels.items()}
     mean_order = sorted(by_seed, key=lambda lv: -np.mean(by_seed[lv]))
+    bdad = corruption_scores.bdad(results)
     lines += [f"**{fam}, {model}** (best seed of each level)", "",
               "BDA ranking (Table 4.2): " + " > ".join(
                   f"{m} ({100 * a:.2f})" for m, a in corruption_scores.ranking(results)), "",
               "by the mean over seeds: " + " > ".join(
-                  f"{lv} ({100 * np.mean(v):.2f}"
-                  + (f" +- {100 * np.std(v, ddof=1):.2f}, {len(v)} seeds)" if len(v) > 1
-                     else ", 1 seed)") for lv, v in ((lv, by_seed[lv]) for lv in mean_order)),
-              "", "| corruption | " + " | ".join(c for c in corruption_scores.bdad(results))
-              + " |", "|---" * (1 + len(corruption_scores.bdad(results))) + "|",
-              "| BDAD (Table 4.3) | " + " | ".join(
-                  str(m) for m, _ in corruption_scores.bdad(results).values()) + " |", ""]
+                  f"{lv} ({100 * np.mean(by_seed[lv]):.2f}"
+                  + (f" +- {100 * np.std(by_seed[lv], ddof=1):.2f}, {len(by_seed[lv])} seeds)"
+                     if len(by_seed[lv]) > 1 else ", 1 seed)") for lv in mean_order),
+              "", "| corruption | " + " | ".join(bdad) + " |", "|---" * (1 + len(bdad)) + "|",
+              "| BDAD (Table 4.3) | " + " | ".join(str(m) for m, _ in bdad.values()) + " |", ""]
   return "\n".join(lines)
 
 
