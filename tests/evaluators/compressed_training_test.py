@@ -85,7 +85,7 @@ def test_family_tables_rank_within_each_family_by_the_best_seed():
           row("q80_seed0", "jpeg", "80", .55, .25), row("n_seed0", "noise", "0.1", .5, .9),
           row("o_seed0", "original", "", .9, .9)]
   # The seed is picked by the clean accuracy on the corrupted sets' images ("clean"),
-  # not by the run's own test accuracy (rows' "accuracy": q20_seed0's is lower).
+  # not by the run's own test accuracy (rows' "accuracy", where q20_seed0 is the higher).
   grids = {"q20_seed0": {"clean": .4, ("fog", 1): .3, ("fog", 2): .3, ("snow", 1): .3,
                          ("snow", 2): .3},
            "q20_seed1": {"clean": .6, ("fog", 1): .1, ("fog", 2): .1, ("snow", 1): .3,
