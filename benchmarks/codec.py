@@ -144,7 +144,8 @@ def main() -> None:
   if a.worker == "compressai":
     print(json.dumps(measure_compressai(a)))
     return
-  from machine_load import loadavg  # pylint: disable=g-import-not-at-top
+  from machine_load import ALLOCATOR, loadavg  # pylint: disable=g-import-not-at-top
+  from jaxcomp import cpu_allocator  # pylint: disable=g-import-not-at-top
   load_before = loadavg()
   first = measure_jaxcomp(a)
   report = {"setting": {k: getattr(a, k) for k in ("num_filters", "num_latent", "batch", "crop",
@@ -152,11 +153,16 @@ def main() -> None:
   if a.compressai_python:
     argv = [a.compressai_python, __file__, "--worker", "compressai"] + [
         f"--{k.replace('_', '-')}={v}" for k, v in report["setting"].items()]
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    env = dict(os.environ)
+    if "kept" in ALLOCATOR:   # the same allocator setting on the CompressAI side (glibc's env names)
+      env.update(MALLOC_MMAP_THRESHOLD_=str(cpu_allocator.MMAP_THRESHOLD),
+                 MALLOC_TRIM_THRESHOLD_=str(cpu_allocator.TRIM_THRESHOLD))
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
     report["compressai"] = json.loads(out.strip().splitlines()[-1])
   second = measure_jaxcomp(a)
   report["jaxcomp"] = {k: statistics.median([first[k], second[k]]) for k in first}
   report["loadavg"] = {"before": load_before, "after": loadavg()}
+  report["allocator"] = ALLOCATOR
   if "compressai" in report:
     j, c = report["jaxcomp"], report["compressai"]
     report["ratios_jaxcomp_over_compressai"] = {

@@ -23,13 +23,7 @@ import time
 from jaxcomp import config_lib
 from jaxcomp import data as data_lib
 from jaxcomp.data import compressed, derived
-
-
-def _loadavg() -> str:
-  try:
-    return pathlib.Path("/proc/loadavg").read_text().strip()
-  except OSError:
-    return "n/a"
+from machine_load import ALLOCATOR, loadavg  # benchmarks/machine_load.py, beside this file
 
 
 def main() -> None:
@@ -48,7 +42,7 @@ def main() -> None:
   spec = compressed.CodecSpec("bls2017", model=args.model)
   name = f"compressed:{args.source}:{spec}"
   summaries = {}
-  print(f"loadavg before: {_loadavg()}", flush=True)
+  print(f"loadavg before: {loadavg()}; {ALLOCATOR}", flush=True)
   start = time.perf_counter()
   with tempfile.TemporaryDirectory() as tmp:          # a fresh cache: nothing reused
     transform = compressed.transform(spec)
@@ -56,7 +50,7 @@ def main() -> None:
       _, summaries[split], _ = derived.build(pathlib.Path(tmp) / f"bench-{split}", name, base,
                                              transform.fn)
   seconds = time.perf_counter() - start
-  print(f"loadavg after:  {_loadavg()}")
+  print(f"loadavg after:  {loadavg()}")
   n = sum(len(b) for b in bases.values())
   print(f"{name}: {n} images in {seconds:.1f} s ({n / seconds:.0f} images/s); target for "
         f"60,000 images: < 300 s on 2 idle cores; extrapolated: {seconds * 60000 / n:.0f} s")

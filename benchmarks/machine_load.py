@@ -1,10 +1,28 @@
-"""The machine's load average, printed before and after every benchmark.
+"""What a benchmark's figures depend on: the machine's load and the C allocator.
 
 Figures for the README come from an idle machine only (load average well
 under 1 on 2 cores); a benchmark's output says how idle it was.
+
+Importing this module also sets the process's allocator, for both sides of a
+comparison at once (they share the process): glibc keeps freed blocks for
+reuse (`jaxcomp.cpu_allocator.keep_freed_memory`, what `python -m
+jaxcomp.main` does), unless the environment says `BENCH_MALLOC=default`
+(glibc's own thresholds, which page-fault large temporaries in anew on every
+call). `ALLOCATOR` names the setting in use; every benchmark prints it.
 """
 
 from __future__ import annotations
+
+import os
+
+from jaxcomp import cpu_allocator
+
+if os.environ.get("BENCH_MALLOC", "keep") == "default":
+  ALLOCATOR = "malloc: glibc defaults (BENCH_MALLOC=default)"
+elif cpu_allocator.keep_freed_memory():
+  ALLOCATOR = "malloc: freed memory kept (jaxcomp.cpu_allocator)"
+else:
+  ALLOCATOR = "malloc: this C library's defaults (no mallopt)"
 
 
 def loadavg() -> str:

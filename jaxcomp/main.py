@@ -106,6 +106,9 @@ def main(argv: list[str]) -> int:
     if _DEBUG.value:
       raise
     return _fail(e, EXIT_USAGE)
+  if config.keep_freed_memory:
+    from jaxcomp import cpu_allocator  # pylint: disable=g-import-not-at-top
+    cpu_allocator.keep_freed_memory()
   try:
     if config.mode not in config_lib.TRAINER_MODES:
       from jaxcomp import evaluators  # pylint: disable=g-import-not-at-top

@@ -9,8 +9,8 @@ variant (Sec. 4.8): the picked pixel is deflected only if its R-CAM value is
 below a fresh U(0, 1) draw, so salient pixels are deflected less.
 
 All K draws of all images are made at once; when one pixel is picked several
-times the last attempt wins, as in the sequential loop (resolved with a
-scatter-max of the attempt index, so the result is deterministic). Clipping
+times the last attempt wins, as in the sequential loop (resolved by comparing
+the K attempts of an image with each other, so the result is deterministic). Clipping
 the window to the image is the same distribution as the reference code's
 resampling of offsets until they fall inside the image.
 """
@@ -38,17 +38,29 @@ def pixel_deflection(images: jax.Array, key: jax.Array, *, deflections: int = 10
     [B, H, W, C] images with at most K pixels per image replaced by pixels of
     their windows in the input.
   """
+  check_arguments(images, deflections, window, rcam)
+  if deflections == 0:
+    return images
+  return deflect(images, draw(key, images.shape[0], int(deflections)), rcam, window=int(window))
+
+
+def check_arguments(images: jax.Array, deflections: int, window: int,
+                    rcam: jax.Array | None) -> None:
+  """The ValueErrors of `pixel_deflection` for a bad K, r or R-CAM shape."""
   chex.assert_rank(images, 4)
   if int(deflections) != deflections or deflections < 0:
     raise ValueError(f"deflections must be an integer >= 0, got {deflections}")
   if int(window) != window or window < 0:
     raise ValueError(f"window must be an integer >= 0, got {window}")
-  b, h, w, c = images.shape
+  b, h, w, _ = images.shape
   if rcam is not None and rcam.shape != (b, h, w):
     raise ValueError(f"rcam must be [B, H, W] = {(b, h, w)}, got {rcam.shape}")
-  if deflections == 0:
-    return images
-  return _deflect(images, key, rcam, deflections=int(deflections), window=int(window))
+
+
+def draw(key: jax.Array, batch: int, deflections: int) -> jax.Array:
+  """All the uniforms of a batch's deflections, [5, B, K]: pixel row, column, source row,
+  column, R-CAM test. One threefry call keeps the compiled program small."""
+  return jax.random.uniform(key, (5, batch, deflections))
 
 
 def _uniform_int(u: jax.Array, lo: jax.Array | int, hi: jax.Array | int) -> jax.Array:
@@ -56,11 +68,11 @@ def _uniform_int(u: jax.Array, lo: jax.Array | int, hi: jax.Array | int) -> jax.
   return jnp.minimum(lo + jnp.floor(u * (hi - lo + 1)).astype(jnp.int32), hi)
 
 
-def _deflect(images, key, rcam, *, deflections, window):
+def deflect(images: jax.Array, u: jax.Array, rcam: jax.Array | None, *, window: int
+            ) -> jax.Array:
+  """Pixel deflection of `images` [B, H, W, C] with the uniforms `u` [5, B, K] of `draw`."""
   b, h, w, c = images.shape
-  # One draw of all the uniforms (pixel row, column, source row, column, R-CAM
-  # test): a single threefry call keeps the compiled program small.
-  u = jax.random.uniform(key, (5, b, deflections))
+  deflections = u.shape[-1]
   py, px = _uniform_int(u[0], 0, h - 1), _uniform_int(u[1], 0, w - 1)
   if window > min(h, w):  # Algorithm 2: the whole image is the neighbourhood
     ny, nx = _uniform_int(u[2], 0, h - 1), _uniform_int(u[3], 0, w - 1)
@@ -72,12 +84,15 @@ def _deflect(images, key, rcam, *, deflections, window):
   if rcam is not None:
     v = jnp.take_along_axis(rcam.reshape(b, -1), p, axis=1)
     attempt = jnp.where(v < u[4], attempt, -1)
-  # winner[b, q]: the last attempt that deflects pixel q (-1: untouched); only
-  # the winning attempts are written, so every pixel is written at most once.
-  rows = jnp.arange(b)[:, None]
-  winner = jnp.full((b, h * w), -1, jnp.int32).at[rows, p].max(attempt)
-  wins = (attempt >= 0) & (jnp.take_along_axis(winner, p, axis=1) == attempt)
+  # An attempt wins unless a later attempt deflects the same pixel (the last one
+  # wins, as in the sequential loop): a [K, K] comparison per image instead of a
+  # scatter-max into an [H * W] map, so every pixel is written at most once.
+  later = jnp.arange(deflections)[None, :] > jnp.arange(deflections)[:, None]      # [k, j]: j > k
+  overwritten = jnp.any(later & (p[:, :, None] == p[:, None, :]) & (attempt[:, None, :] >= 0),
+                        axis=-1)
+  wins = (attempt >= 0) & ~overwritten
   flat = images.reshape(b, h * w, c)
   values = jnp.take_along_axis(flat, n[..., None], axis=1)  # [B, K, C] from the original
   dest = jnp.where(wins, p, h * w)  # out of range: dropped
+  rows = jnp.arange(b)[:, None]
   return flat.at[rows, dest].set(values, mode="drop", unique_indices=True).reshape(images.shape)

@@ -47,6 +47,8 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from jaxcomp.ops import chunking
+
 # Bytes of one chunk's images of x plus the shifted copies of their output
 # gradient that the chunked kernel gradient builds: about an L2 cache's worth
 # (2 x 512 KiB on the AMD EPYC this was tuned on).
@@ -105,8 +107,7 @@ def _columns_term(x: jax.Array, dk: jax.Array, geo: _Geometry) -> jax.Array:
 
 def _chunk(n: int, bytes_per_image: int) -> int:
   """The largest divisor of n whose images take at most CHUNK_BYTES (at least 1)."""
-  target = max(1, CHUNK_BYTES // bytes_per_image)
-  return max(d for d in range(1, min(n, target) + 1) if n % d == 0)
+  return chunking.images_per_chunk(n, bytes_per_image, CHUNK_BYTES)
 
 
 def _chunked_term(x: jax.Array, dk: jax.Array, geo: _Geometry) -> jax.Array:

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcomp.ops import color, dct
+from jaxcomp.ops import chunking, color, dct
 
 # Added to Y, Cb, Cr after the -128 level shift (JPEG_DL.md; grey: Y only).
 CHROMA_OFFSETS = {3: (0.0, 0.5, 0.5), 1: (0.0,)}
@@ -119,8 +119,7 @@ def rows_per_band(shape: tuple[int, ...], band_size: int) -> int:
   """
   b, h, w, c = shape
   nh, per_row = -(-h // 8), c * b * -(-w // 8) * 64
-  return max([k for k in range(1, nh + 1) if nh % k == 0 and k * per_row <= band_size],
-             default=1)
+  return chunking.largest_divisor(nh, band_size // per_row)
 
 
 def coefficient_bounds(num_channels: int) -> np.ndarray:

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcomp.defenses import (find_head_kernel, majority_vote, pd_rcam_dwt, rcam_from_model,
-                              robust_cam)
+from jaxcomp.defenses import (denoise_wavelet, find_head_kernel, majority_vote, pd_rcam_dwt,
+                              pixel_deflection, rcam_from_model, robust_cam)
 
 
 def test_robust_cam_closed_form():
@@ -63,3 +63,18 @@ def test_majority_vote():
   np.testing.assert_array_equal(vote(x, jax.random.key(0)), [0, 1])
   with pytest.raises(ValueError, match="num_draws"):
     majority_vote(apply_fn, None, x, jax.random.key(0), defense=defense, num_draws=0)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_pd_rcam_dwt_does_not_depend_on_the_chunk_size(targeted):
+  """Chunks of 1, 2 and all 4 images give the stages' composition on the whole batch."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.random((4, 24, 24, 3), np.float32))
+  rcam = jnp.asarray(rng.random((4, 24, 24), np.float32)) if targeted else None
+  key = jax.random.key(5)
+  want = jnp.clip(denoise_wavelet(pixel_deflection(x, key, deflections=200, window=2, rcam=rcam),
+                                  sigma=0.04), 0.0, 1.0)
+  for chunk_bytes in (1, 2 * 24 * 24 * 3 * 4, 10 ** 9):
+    got = jax.jit(lambda a, k, r, cb=chunk_bytes: pd_rcam_dwt(
+        a, k, rcam=r, deflections=200, window=2, chunk_bytes=cb))(x, key, rcam)
+    np.testing.assert_allclose(got, want, atol=2e-6)
