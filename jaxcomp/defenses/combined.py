@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxcomp.defenses import pixel_deflection as pd
+from jaxcomp.defenses.pixel_deflection import check_arguments, deflect, draw
 from jaxcomp.defenses.wavelet import denoise_wavelet
 from jaxcomp.ops import chunking
 
@@ -47,13 +47,13 @@ def pd_rcam_dwt(images: jax.Array, key: jax.Array, *, rcam: jax.Array | None = N
   Returns:
     [B, H, W, 3] defended images in [0, 1].
   """
-  pd.check_arguments(images, deflections, window, rcam)
+  check_arguments(images, deflections, window, rcam)
   b, h, w, c = images.shape
-  u = pd.draw(key, b, int(deflections)) if deflections else None
+  u = draw(key, b, int(deflections)) if deflections else None
 
   def defend(x, u_chunk, rcam_chunk):
     if u_chunk is not None:
-      x = pd.deflect(x, jnp.moveaxis(u_chunk, 0, 1), rcam_chunk, window=int(window))
+      x = deflect(x, jnp.moveaxis(u_chunk, 0, 1), rcam_chunk, window=int(window))
     x = denoise_wavelet(x, sigma=sigma, wavelet=wavelet, mode=mode,
                         wavelet_levels=wavelet_levels, convert2ycbcr=convert2ycbcr,
                         method=method, rescale_sigma=rescale_sigma)

@@ -92,6 +92,20 @@ def estimate_sigma_mad(detail: jax.Array) -> jax.Array:
   return jnp.where(nonzero > 0, median / _MAD_TO_SIGMA, 0.0)
 
 
+def plane_reduce(x: jax.Array, op) -> jax.Array:
+  """`op(x, axis=(1, 2), keepdims=True)` for [B, h, w, C], `op` one of jnp.min / max / sum.
+
+  Computed as `op` over the rows (axis 1 of the [B, h, w * C] view: an elementwise
+  pass over contiguous rows) and then over the short [B, w, C] remainder: XLA:CPU's
+  reduction over both spatial axes with the channels minor ran 5x slower (1.23 against
+  0.25 ms for min and max of 4x224x224x3).
+  """
+  b, h, w, c = x.shape
+  rows = op(x.reshape(b, h, w * c), axis=1).reshape(b, w, c)
+  # The barrier keeps XLA from merging the two reductions back into the slow one.
+  return op(jax.lax.optimization_barrier(rows), axis=1).reshape(b, 1, 1, c)
+
+
 def _threshold(d: jax.Array, t: jax.Array, mode: str) -> jax.Array:
   if mode == "soft":
     return jnp.sign(d) * jnp.maximum(jnp.abs(d) - t, 0.0)
@@ -122,7 +136,7 @@ def wavelet_threshold(x: jax.Array, sigma: jax.Array | None, *, wavelet: str, mo
 
   def thresh(d):
     if method == "BayesShrink":
-      dvar = jnp.mean(d * d, axis=(1, 2), keepdims=True)
+      dvar = plane_reduce(d * d, jnp.sum) / (d.shape[1] * d.shape[2])
       return var / jnp.sqrt(jnp.maximum(dvar - var, eps))
     return sigma * np.sqrt(2.0 * np.log(h * w))
 
@@ -178,8 +192,8 @@ def denoise_wavelet(images: jax.Array, *, sigma: float | Sequence[float] | None 
     return wavelet_threshold(images, sig, **kw)
 
   y = rgb_to_ycbcr(images)
-  lo = jnp.min(y, axis=(1, 2), keepdims=True)
-  scale = jnp.max(y, axis=(1, 2), keepdims=True) - lo
+  lo = plane_reduce(y, jnp.min)
+  scale = plane_reduce(y, jnp.max) - lo
   constant = scale == 0
   scale = jnp.where(constant, 1.0, scale)
   sig = None

@@ -12,13 +12,14 @@ import functools
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage
 from skimage import data
 from skimage.restoration import denoise_wavelet as sk_denoise_wavelet
 
-from jaxcomp.defenses.wavelet import denoise_wavelet, estimate_sigma_mad, rgb_to_ycbcr
+from jaxcomp.defenses.wavelet import denoise_wavelet, estimate_sigma_mad, plane_reduce, rgb_to_ycbcr
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +106,11 @@ def test_bad_images():
     denoise_wavelet(np.zeros((1, 8, 8, 1), np.float32))
   with pytest.raises(ValueError, match="floating point"):
     denoise_wavelet(np.zeros((1, 8, 8, 3), np.uint8))
+
+
+@pytest.mark.parametrize("op", [jnp.min, jnp.max, jnp.sum])
+def test_plane_reduce_equals_the_reduction_over_both_spatial_axes(op):
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 7, 5, 2)), jnp.float32)
+  got = jax.jit(functools.partial(plane_reduce, op=op))(x)
+  np.testing.assert_allclose(got, op(x, axis=(1, 2), keepdims=True), rtol=1e-6, atol=1e-6)
+  assert got.shape == (3, 1, 1, 2)
