@@ -15,6 +15,8 @@ Reads finished classification runs (`robustness.checkpoints`; e.g. made by
                              and BDAD choices within each family (`family_tables`)
   fig3_4_accuracy_vs_bpp.png       accuracy vs bpp per codec family, originals a line
   fig3_5_accuracy_vs_quality.png   accuracy vs PSNR and vs SSIM
+                                   (both for runs tested on the original test set; runs
+                                   tested on compressed data get `*_test_compressed.png`)
   fig3_6_parameters.png            accuracy vs parameters, one line per training data
   fig4_3_clean_vs_corrupt.png      clean vs mean corrupted accuracy
   fig4_7_spectra.png               mean normalised log |DFT| of each training set (`log_spectrum`)
@@ -343,8 +345,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if families:
     md += "\n### Within each family (Tables 4.2, 4.3)\n\n" + families
   writers.write_atomic(out / "results.md", md)
-  plot_quality(rows, out / "fig3_4_accuracy_vs_bpp.png", ["bpp"])
-  plot_quality(rows, out / "fig3_5_accuracy_vs_quality.png", ["psnr", "ssim"])
+  for test in sorted({r["test"] for r in rows}):
+    suffix = "" if test == "original" else f"_test_{test}"
+    plot_quality(rows, out / f"fig3_4_accuracy_vs_bpp{suffix}.png", ["bpp"], test=test)
+    plot_quality(rows, out / f"fig3_5_accuracy_vs_quality{suffix}.png", ["psnr", "ssim"],
+                 test=test)
   plot_parameters(rows, out / "fig3_6_parameters.png")
   plot_clean_vs_corrupt(rows, out / "fig4_3_clean_vs_corrupt.png")
   plot_spectra(spectra(runs, rows), out / "fig4_7_spectra.png")

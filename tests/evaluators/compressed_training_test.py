@@ -64,7 +64,11 @@ def test_report_tables_and_figures(tmp_path):
   compressed_training.plot_parameters(rows, tmp_path / "p.png")
   compressed_training.plot_clean_vs_corrupt(rows, tmp_path / "c.png")
   compressed_training.plot_spectra({"jpeg 20": np.eye(8)}, tmp_path / "s.png")
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "p.png", "q.png", "s.png"]
+  tested_compressed = [dict(r, test="compressed", run=r["run"] + "c", arm="ac") for r in rows[:2]]
+  compressed_training.plot_quality(rows + tested_compressed, tmp_path / "qc.png", ["bpp"],
+                                   test="compressed")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "p.png", "q.png", "qc.png",
+                                                        "s.png"]
 
 
 def test_collect_reads_a_finished_run(jpeg_dl_run):
