@@ -144,7 +144,7 @@ def main() -> None:
   if a.worker == "compressai":
     print(json.dumps(measure_compressai(a)))
     return
-  from machine_load import ALLOCATOR, loadavg  # pylint: disable=g-import-not-at-top
+  from machine_load import ALLOCATOR, KEPT, loadavg  # pylint: disable=g-import-not-at-top
   from jaxcomp import cpu_allocator  # pylint: disable=g-import-not-at-top
   load_before = loadavg()
   first = measure_jaxcomp(a)
@@ -154,7 +154,7 @@ def main() -> None:
     argv = [a.compressai_python, __file__, "--worker", "compressai"] + [
         f"--{k.replace('_', '-')}={v}" for k, v in report["setting"].items()]
     env = dict(os.environ)
-    if "kept" in ALLOCATOR:   # the same allocator setting on the CompressAI side (glibc's env names)
+    if KEPT:   # the same allocator setting on the CompressAI side (glibc's env names)
       env.update(MALLOC_MMAP_THRESHOLD_=str(cpu_allocator.MMAP_THRESHOLD),
                  MALLOC_TRIM_THRESHOLD_=str(cpu_allocator.TRIM_THRESHOLD))
     out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout

@@ -8,7 +8,8 @@ comparison at once (they share the process): glibc keeps freed blocks for
 reuse (`jaxcomp.cpu_allocator.keep_freed_memory`, what `python -m
 jaxcomp.main` does), unless the environment says `BENCH_MALLOC=default`
 (glibc's own thresholds, which page-fault large temporaries in anew on every
-call). `ALLOCATOR` names the setting in use; every benchmark prints it.
+call). `ALLOCATOR` names the setting in use (every benchmark prints it), `KEPT` says
+whether freed memory is kept.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import os
 
 from jaxcomp import cpu_allocator
 
-if os.environ.get("BENCH_MALLOC", "keep") == "default":
-  ALLOCATOR = "malloc: glibc defaults (BENCH_MALLOC=default)"
-elif cpu_allocator.keep_freed_memory():
+# Whether freed memory is kept (False: the C library's defaults).
+KEPT = os.environ.get("BENCH_MALLOC", "keep") != "default" and cpu_allocator.keep_freed_memory()
+if KEPT:
   ALLOCATOR = "malloc: freed memory kept (jaxcomp.cpu_allocator)"
+elif os.environ.get("BENCH_MALLOC") == "default":
+  ALLOCATOR = "malloc: glibc defaults (BENCH_MALLOC=default)"
 else:
   ALLOCATOR = "malloc: this C library's defaults (no mallopt)"
 

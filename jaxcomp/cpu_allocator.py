@@ -7,8 +7,9 @@ when the call ends. glibc serves blocks above its mmap threshold (128 KiB,
 rising to at most 32 MiB as blocks are freed) with fresh `mmap`s, so every
 call pays for the first touch of every page of that block: measured here
 (docs/performance.md), the JPEG layer's fwd+bwd step on 16x224x224 images
-took 10,317 minor page faults and 32 ms of system time per call, against 0
-and 1.2 ms with this setting, and its median time fell from 64 to 45 ms.
+took 10,317 minor page faults and 32 ms of system time per call, against
+0-1,100 and 1.2-4.2 ms with this setting, and its median time fell from 64 to
+45-50 ms.
 PyTorch on CPU allocates through the same `malloc`.
 
 `keep_freed_memory()` raises the mmap and trim thresholds
@@ -18,9 +19,9 @@ starting Python with `MALLOC_MMAP_THRESHOLD_=2147483647
 MALLOC_TRIM_THRESHOLD_=2147483647`. The cost is resident memory: the process
 keeps its peak heap instead of returning it. It is process-wide (every
 library in the process allocates through the same `malloc`), so jaxcomp
-never calls it on import: `python -m jaxcomp.main` calls it on CPU (config
-key `cpu_keep_freed_memory`, default True) and the CPU benchmarks call it
-once for both sides of a comparison.
+never calls it on import: `python -m jaxcomp.main` calls it (config key
+`keep_freed_memory`, default True; host memory, so on every platform) and the
+benchmarks call it once for both sides of a comparison.
 """
 
 from __future__ import annotations

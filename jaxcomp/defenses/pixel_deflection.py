@@ -68,31 +68,46 @@ def _uniform_int(u: jax.Array, lo: jax.Array | int, hi: jax.Array | int) -> jax.
   return jnp.minimum(lo + jnp.floor(u * (hi - lo + 1)).astype(jnp.int32), hi)
 
 
-def deflect(images: jax.Array, u: jax.Array, rcam: jax.Array | None, *, window: int
-            ) -> jax.Array:
-  """Pixel deflection of `images` [B, H, W, C] with the uniforms `u` [5, B, K] of `draw`."""
-  b, h, w, c = images.shape
-  deflections = u.shape[-1]
+def picks(u: jax.Array, rcam: jax.Array | None, *, height: int, width: int, window: int
+          ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The attempts of `draw`'s uniforms `u` [5, B, K]: flat indices of the picked pixels
+  and of their sources, [B, K] each, and the attempt number (-1 where R-CAM vetoes it)."""
+  b, deflections = u.shape[1:]
+  h, w = height, width
   py, px = _uniform_int(u[0], 0, h - 1), _uniform_int(u[1], 0, w - 1)
   if window > min(h, w):  # Algorithm 2: the whole image is the neighbourhood
     ny, nx = _uniform_int(u[2], 0, h - 1), _uniform_int(u[3], 0, w - 1)
   else:  # uniform over the window clipped to the image
     ny = _uniform_int(u[2], jnp.maximum(py - window, 0), jnp.minimum(py + window, h - 1))
     nx = _uniform_int(u[3], jnp.maximum(px - window, 0), jnp.minimum(px + window, w - 1))
-  p, n = py * w + px, ny * w + nx  # flat pixel indices [B, K]
+  p, n = py * w + px, ny * w + nx
   attempt = jnp.broadcast_to(jnp.arange(deflections), (b, deflections))
   if rcam is not None:
     v = jnp.take_along_axis(rcam.reshape(b, -1), p, axis=1)
     attempt = jnp.where(v < u[4], attempt, -1)
+  return p, n, attempt
+
+
+def deflect(images: jax.Array, u: jax.Array, rcam: jax.Array | None, *, window: int
+            ) -> jax.Array:
+  """Pixel deflection of `images` [B, H, W, C] with the uniforms `u` [5, B, K] of `draw`."""
+  b, h, w, c = images.shape
+  deflections = u.shape[-1]
+  p, n, attempt = picks(u, rcam, height=h, width=w, window=window)
   # An attempt wins unless a later attempt deflects the same pixel (the last one
-  # wins, as in the sequential loop): a [K, K] comparison per image instead of a
-  # scatter-max into an [H * W] map, so every pixel is written at most once.
-  later = jnp.arange(deflections)[None, :] > jnp.arange(deflections)[:, None]      # [k, j]: j > k
-  overwritten = jnp.any(later & (p[:, :, None] == p[:, None, :]) & (attempt[:, None, :] >= 0),
-                        axis=-1)
-  wins = (attempt >= 0) & ~overwritten
+  # wins, as in the sequential loop), so every pixel is written at most once:
+  # found by a [K, K] comparison of an image's attempts when that is smaller than
+  # the image, else by a scatter-max of the attempt number into an [H * W] map.
+  rows = jnp.arange(b)[:, None]
+  if deflections * deflections <= h * w:
+    later = jnp.arange(deflections)[None, :] > jnp.arange(deflections)[:, None]    # [k, j]: j > k
+    overwritten = jnp.any(later & (p[:, :, None] == p[:, None, :]) & (attempt[:, None, :] >= 0),
+                          axis=-1)
+    wins = (attempt >= 0) & ~overwritten
+  else:
+    winner = jnp.full((b, h * w), -1, jnp.int32).at[rows, p].max(attempt)
+    wins = (attempt >= 0) & (jnp.take_along_axis(winner, p, axis=1) == attempt)
   flat = images.reshape(b, h * w, c)
   values = jnp.take_along_axis(flat, n[..., None], axis=1)  # [B, K, C] from the original
   dest = jnp.where(wins, p, h * w)  # out of range: dropped
-  rows = jnp.arange(b)[:, None]
   return flat.at[rows, dest].set(values, mode="drop", unique_indices=True).reshape(images.shape)

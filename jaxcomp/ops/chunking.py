@@ -3,8 +3,9 @@
 On a CPU a pipeline of many elementwise passes over a large batch (a defense,
 a transform) moves every intermediate through main memory; run over chunks of
 a few images (`jax.lax.map`, one compiled loop, not a Python loop) the same
-passes hit the cache. Used by `defenses.pd_rcam_dwt`, the kernel-gradient
-convolutions of `ops.conv` and the JPEG-DL layer's bands (`ops.jpeg_transform`).
+passes hit the cache. `map_chunks` runs `defenses.pd_rcam_dwt`; the divisor
+helpers also size the kernel-gradient chunks of `ops.conv` and the JPEG-DL
+layer's bands (`ops.jpeg_transform`).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxcomp.defenses import pixel_deflection
+from jaxcomp.defenses.pixel_deflection import deflect, draw, picks
 
 
 def _images(b=4, h=20, w=15, c=3):
@@ -71,3 +72,24 @@ def test_bad_input():
     pixel_deflection(x, jax.random.key(0), window=1.5)
   with pytest.raises(ValueError, match="rcam"):
     pixel_deflection(x, jax.random.key(0), rcam=jnp.zeros((4, 5, 5)))
+
+
+@pytest.mark.parametrize("deflections", [10, 17, 40, 300])   # K*K <= H*W = 300 and above it
+@pytest.mark.parametrize("targeted", [False, True])
+def test_equals_the_sequential_loop_over_the_same_draws(deflections, targeted):
+  """Both ways of resolving repeated picks ([K, K] comparison, [H*W] scatter-max) give the
+  reference code's loop: attempts in order, each copying from the original image."""
+  x = _images()
+  b, h, w, c = x.shape
+  rcam = jnp.asarray(np.random.default_rng(3).random((b, h, w)), jnp.float32) if targeted else None
+  u = draw(jax.random.key(4), b, deflections)
+  got = np.asarray(jax.jit(functools.partial(deflect, window=3))(x, u, rcam))
+  p, n, attempt = (np.asarray(a) for a in picks(u, rcam, height=h, width=w, window=3))
+  want = np.asarray(x).reshape(b, h * w, c).copy()
+  original = want.copy()
+  for i in range(b):
+    for k in range(deflections):
+      if attempt[i, k] >= 0:
+        want[i, p[i, k]] = original[i, n[i, k]]
+  np.testing.assert_array_equal(got, want.reshape(x.shape))
+  assert np.any(np.bincount(p[0], minlength=h * w) > 1) or deflections < 40  # repeats occur
