@@ -213,18 +213,20 @@ def _level_key(level: str) -> tuple:
 
 
 def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
-  """The arms, seeds averaged: accuracy in %, rates in bpp (payload), PSNR in dB."""
+  """The arms, seeds averaged: accuracy in %, rates in bpp (payload), PSNR in dB; the last
+  column names the arm (its runs' name without `_seed<k>`), which tells apart arms that
+  differ in what the other columns do not show (e.g. epochs)."""
   def f(v, fmt):
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
   lines = ["| training data | level | test | model | params | seeds | accuracy % | bpp | PSNR "
-           "| SSIM | corrupt acc. % |", "|---" * 11 + "|"]
+           "| SSIM | corrupt acc. % | arm |", "|---" * 12 + "|"]
   for a in arms(rows):
     spread = f" +- {100 * a['accuracy_std']:.2f}" if a["n"] > 1 else ""   # no std of one seed
     lines.append(
         f"| {a['family']} | {a['level']} | {a['test']} | {a['model']} | {a['params']:,} | "
         f"{a['n']} | {100 * a['accuracy']:.2f}{spread} | "
         f"{f(a['bpp'], '.3f')} | {f(a['psnr'], '.2f')} | {f(a['ssim'], '.4f')} | "
-        f"{f(100 * a['corrupt_accuracy'], '.2f')} |")
+        f"{f(100 * a['corrupt_accuracy'], '.2f')} | {a['arm']} |")
   return "\n".join(lines) + "\n"
 
 
