@@ -36,7 +36,7 @@ import torchattacks  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workloads  # noqa: E402  (benchmarks/workloads.py: the jaxcomp side)
-from machine_load import ALLOCATOR, loadavg  # noqa: E402
+from machine_load import SETTINGS, loadavg  # noqa: E402
 from torch_resnet import ResNet20  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
@@ -83,7 +83,7 @@ def main() -> None:
         f"32x32x3, {ARGS.threads} threads, median of {ARGS.repeats}")
   print(f"  jax {jax.__version__}, torch {torch.__version__}, torchattacks "
         f"{torchattacks.__version__}, {os.cpu_count()} cpus")
-  print(f"  loadavg before {load_before}, after {loadavg()}; {ALLOCATOR}")
+  print(f"  loadavg before {load_before}, after {loadavg()}; {SETTINGS}")
   print(f"  jaxcomp compile: {compile_s:.1f} s (excluded)")
   for k, v in ips.items():
     print(f"  {k:12s} {v:8.1f} images/s")

@@ -144,7 +144,7 @@ def main() -> None:
   if a.worker == "compressai":
     print(json.dumps(measure_compressai(a)))
     return
-  from machine_load import ALLOCATOR, KEPT, loadavg  # pylint: disable=g-import-not-at-top
+  from machine_load import SETTINGS, KEPT, loadavg  # pylint: disable=g-import-not-at-top
   from jaxcomp import cpu_allocator  # pylint: disable=g-import-not-at-top
   load_before = loadavg()
   first = measure_jaxcomp(a)
@@ -162,7 +162,7 @@ def main() -> None:
   second = measure_jaxcomp(a)
   report["jaxcomp"] = {k: statistics.median([first[k], second[k]]) for k in first}
   report["loadavg"] = {"before": load_before, "after": loadavg()}
-  report["allocator"] = ALLOCATOR
+  report["settings"] = SETTINGS
   if "compressai" in report:
     j, c = report["jaxcomp"], report["compressai"]
     report["ratios_jaxcomp_over_compressai"] = {

@@ -23,7 +23,7 @@ import time
 from jaxcomp import config_lib
 from jaxcomp import data as data_lib
 from jaxcomp.data import compressed, derived
-from machine_load import ALLOCATOR, loadavg  # benchmarks/machine_load.py, beside this file
+from machine_load import SETTINGS, loadavg  # benchmarks/machine_load.py, beside this file
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
   spec = compressed.CodecSpec("bls2017", model=args.model)
   name = f"compressed:{args.source}:{spec}"
   summaries = {}
-  print(f"loadavg before: {loadavg()}; {ALLOCATOR}", flush=True)
+  print(f"loadavg before: {loadavg()}; {SETTINGS}", flush=True)
   start = time.perf_counter()
   with tempfile.TemporaryDirectory() as tmp:          # a fresh cache: nothing reused
     transform = compressed.transform(spec)

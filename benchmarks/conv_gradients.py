@@ -32,7 +32,7 @@ import numpy as np
 from jax import lax
 
 import workloads  # benchmarks/workloads.py, beside this file
-from machine_load import ALLOCATOR, loadavg
+from machine_load import SETTINGS, loadavg
 from jaxcomp.ops import conv as conv_lib
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -112,7 +112,7 @@ def main() -> None:
   p.add_argument("--skip-steps", action="store_true")
   p.add_argument("--workloads", default="resnet20,hyperprior", help="whole steps to time")
   a = p.parse_args()
-  print(f"jax {jax.__version__}, backend {jax.default_backend()}, loadavg before {loadavg()}; {ALLOCATOR}")
+  print(f"jax {jax.__version__}, backend {jax.default_backend()}, loadavg before {loadavg()}; {SETTINGS}")
   if not a.skip_layers:
     layers(a.repeats)
   if not a.skip_steps:

@@ -57,7 +57,7 @@ from skimage.restoration import denoise_wavelet  # noqa: E402
 from jaxcomp.defenses import pd_rcam_dwt  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine_load import ALLOCATOR, loadavg  # noqa: E402
+from machine_load import SETTINGS, loadavg  # noqa: E402
 
 
 def stream_bandwidth(n_floats: int = 1 << 26, repeats: int = 5) -> float:
@@ -111,7 +111,7 @@ def main() -> None:
   print(f"pixel deflection (K={ARGS.deflections}, r={ARGS.window}) + BayesShrink (sigma="
         f"{ARGS.sigma}, db1, soft, YCbCr); jax {jax.__version__}, scikit-image "
         f"{skimage.__version__}, {os.cpu_count()} cpus, medians of {ARGS.repeats}; loadavg "
-        f"before {loadavg()}; {ALLOCATOR}")
+        f"before {loadavg()}; {SETTINGS}")
   bandwidth = stream_bandwidth()
   print(f"  streaming bandwidth (x + 1, 512 MiB moved): {bandwidth / 1e9:.2f} GB/s")
   for size in (int(s) for s in ARGS.sizes.split(",")):

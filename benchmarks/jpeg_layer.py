@@ -43,7 +43,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import workloads  # noqa: E402  (benchmarks/workloads.py, beside this file)
-from machine_load import ALLOCATOR, loadavg  # noqa: E402
+from machine_load import SETTINGS, loadavg  # noqa: E402
 
 
 def jax_step(batch: int, size: int, wrt_images: bool):
@@ -75,7 +75,7 @@ def timed(run) -> float:
 
 def main() -> None:
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {ARGS.threads} threads, "
-        f"loadavg before {loadavg()}; {ALLOCATOR}")
+        f"loadavg before {loadavg()}; {SETTINGS}")
   for size in ARGS.sizes.split(","):
     b, h, w = (int(v) for v in size.split("x"))
     if h != w:

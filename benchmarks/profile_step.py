@@ -16,7 +16,7 @@ runs it `--warmup` times, then traces `--calls` calls with `jax.profiler`
     many times; a `while` thunk's time includes its body's, so it is listed there
     but not added into the totals).
 The method behind docs/performance.md's profiles. Like every benchmark, it sets the
-allocator (`machine_load.ALLOCATOR`) and prints the load average.
+allocator and XLA:CPU flags (`machine_load.SETTINGS`) and prints the load average.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import tempfile
 import jax
 
 import workloads  # benchmarks/workloads.py, beside this file
-from machine_load import ALLOCATOR, loadavg
+from machine_load import SETTINGS, loadavg
 
 _LOOPS = ("while", "conditional", "call")
 _SKIP = ("Thunk", "profiler", "contextlib", "$", "Pjit", "Execute", "Slinky", "end: ")
@@ -76,7 +76,7 @@ def main() -> None:
   work = getattr(workloads, a.workload)(*dims)
   kinds = root_ops(captured["hlo"])
   print(f"{work.name}: jax {jax.__version__} on {jax.default_backend()}, loadavg before "
-        f"{loadavg()}; {ALLOCATOR}")
+        f"{loadavg()}; {SETTINGS}")
   for _ in range(a.warmup):
     work.step()
   with tempfile.TemporaryDirectory() as tmp:

@@ -47,7 +47,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import torch_resnet  # noqa: E402  (benchmarks/torch_resnet.py, beside this file)
 import workloads  # noqa: E402  (benchmarks/workloads.py: the jaxcomp side)
-from machine_load import ALLOCATOR, loadavg  # noqa: E402
+from machine_load import SETTINGS, loadavg  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
 
@@ -102,7 +102,7 @@ def main() -> None:
   ips = {k: ARGS.batch * ARGS.steps / statistics.median(v) for k, v in times.items()}
   print(f"ResNet-20 training, batch {ARGS.batch} of 32x32x3, {ARGS.threads} threads, "
         f"{ARGS.repeats} windows of {ARGS.steps} steps (medians)")
-  print(f"  loadavg before {load_before}; {ALLOCATOR}")
+  print(f"  loadavg before {load_before}; {SETTINGS}")
   print(f"  jax {jax.__version__} ({ARGS.dtype}), torch {torch.__version__}, "
         f"{os.cpu_count()} cpus; XLA_FLAGS='{os.environ['XLA_FLAGS'].strip()}'")
   print(f"  jaxcomp compile: {compile_s:.1f} s (excluded)")

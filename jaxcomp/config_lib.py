@@ -107,6 +107,9 @@ def base_config() -> ConfigDict:
   # Host memory: make glibc keep freed blocks for reuse instead of unmapping them, so
   # XLA:CPU's temporaries are not page-faulted in anew every step (jaxcomp.cpu_allocator).
   c.keep_freed_memory = True
+  # XLA:CPU: convolutions by Eigen instead of YNNPACK, 1.07-1.46x faster training and
+  # attacks on a CPU (jaxcomp.cpu_compiler_flags; set before JAX starts, process-wide).
+  c.eigen_cpu_convolutions = True
   c.mode = "train_and_evaluate"  # "train_and_evaluate" | "train" | "evaluate" | an evaluator
   c.task = "classification"      # a registered task: "classification" | "rate_distortion" | ...
 

@@ -109,6 +109,9 @@ def main(argv: list[str]) -> int:
   if config.keep_freed_memory:
     from jaxcomp import cpu_allocator  # pylint: disable=g-import-not-at-top
     cpu_allocator.keep_freed_memory()
+  if config.eigen_cpu_convolutions:
+    from jaxcomp import cpu_compiler_flags  # pylint: disable=g-import-not-at-top
+    cpu_compiler_flags.use_eigen_convolutions()
   try:
     if config.mode not in config_lib.TRAINER_MODES:
       from jaxcomp import evaluators  # pylint: disable=g-import-not-at-top

@@ -1,4 +1,4 @@
-"""Test set-up: 8 fake CPU devices for sharding tests, shared-data paths."""
+"""Test set-up: 8 fake CPU devices for sharding tests, XLA:CPU flags as in main, shared-data paths."""
 
 import os
 import pathlib
@@ -7,6 +7,10 @@ import pathlib
 # devices, so sharding tests run without an accelerator.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# ... and compile convolutions the way `python -m jaxcomp.main` does (Eigen, not YNNPACK).
+from jaxcomp import cpu_compiler_flags  # noqa: E402
+
+cpu_compiler_flags.use_eigen_convolutions()
 
 import pytest  # noqa: E402
 
