@@ -156,7 +156,8 @@ def main() -> None:
     env = dict(os.environ)
     if KEPT:   # the same allocator setting on the CompressAI side (glibc's env names)
       env.update(MALLOC_MMAP_THRESHOLD_=str(cpu_allocator.MMAP_THRESHOLD),
-                 MALLOC_TRIM_THRESHOLD_=str(cpu_allocator.TRIM_THRESHOLD))
+                 MALLOC_TRIM_THRESHOLD_=str(cpu_allocator.TRIM_THRESHOLD),
+                 MALLOC_ARENA_MAX=str(cpu_allocator.ARENA_MAX))
     out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
     report["compressai"] = json.loads(out.strip().splitlines()[-1])
   second = measure_jaxcomp(a)
