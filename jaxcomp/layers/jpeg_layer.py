@@ -100,9 +100,13 @@ class JpegLayer(nn.Module):
       authors' fixed clamp, which real JPEG never needs because its integer steps
       are >= 1 (b = 8 clips every |z| > 127 q: a luma DC step below 8.06 clips
       bright and dark blocks).
-    band_size: coefficients quantized per step of the loop over bands of block rows
-      (speed only, the result does not depend on it; 2**18 float32 values, 1 MiB, is
-      about one core's L2 cache on the machine the benchmark ran on).
+    band_size: None (default) quantizes the whole batch in one pass; an integer runs
+      the quantizer over bands of block rows holding at most that many coefficients,
+      in a loop (the result does not depend on it; it bounds the quantizer's
+      temporaries). The loop was 2x faster on CPU while freed memory was page-faulted
+      in anew on every call; with `jaxcomp.cpu_allocator` keeping it, one pass is
+      faster (docs/performance.md: 29.9 against 35-38 ms per fwd+bwd step at
+      16x224x224, 126 against 143-156 ms at 64x224x224, equal at 256x32x32).
   """
   num_channels: int = 3
   rounds: int = 1
@@ -115,7 +119,7 @@ class JpegLayer(nn.Module):
   hardness: float = 2.0
   num_candidates: int = 5
   bits: int | str = 8
-  band_size: int = 2 ** 18
+  band_size: int | None = None
 
   def window(self) -> dict[str, Any]:
     """The index-window arguments of `soft_quantize`: `bits=b`, or the "auto" bounds."""
@@ -154,15 +158,15 @@ class JpegLayer(nn.Module):
     stages = [_stage(self, self._round_params(r), x.dtype) for r in range(self.rounds)]
     window = self.window()
 
-    def quantize_band(z):                      # [C, rows, B, nw, 8, 8]
+    def quantize_band(z):                      # [(1,) C, rows, B, nw, 8, 8]
       for q, alpha in stages:
         z = soft_quantize(z, q, alpha, num_candidates=self.num_candidates, **window)
       return z
 
-    # A band of block rows at a time (a loop, not one pass over the batch): the
-    # quantizer's intermediates then stay in cache (2x faster on CPU at 224x224).
-    rows = jpeg_transform.rows_per_band(x.shape, self.band_size)
-    z = jax.lax.map(quantize_band, jpeg_transform.coefficients(x, x.shape[1], x.shape[2], rows))
+    rows = (-(-x.shape[1] // 8) if self.band_size is None
+            else jpeg_transform.rows_per_band(x.shape, self.band_size))
+    z = jpeg_transform.coefficients(x, x.shape[1], x.shape[2], rows)   # [bands, C, rows, ...]
+    z = quantize_band(z) if z.shape[0] == 1 else jax.lax.map(quantize_band, z)
     return jpeg_transform.reconstruct(z, x.shape[1], x.shape[2], rows)
 
 

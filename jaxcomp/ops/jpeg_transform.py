@@ -14,9 +14,9 @@ channel slicing and stacking would instead emit full-size pad / update-slice
 passes (~3x slower).
 
 Blocks are laid out in *bands* of block rows, [nh / rows, C, rows, B, nw, 8, 8],
-so that a quantizer can run one band at a time and keep its intermediates in
-cache (`rows_per_band`); `layer_coefficients` / `layer_reconstruct` give the
-plain [C, B, nh, nw, 8, 8] layout.
+so that a quantizer can run one band at a time (`rows_per_band`; the JPEG-DL
+layer's `band_size`, by default one band: the whole batch); `layer_coefficients`
+/ `layer_reconstruct` give the plain [C, B, nh, nw, 8, 8] layout.
 """
 
 from __future__ import annotations

