@@ -18,9 +18,10 @@ so that freed blocks stay in the heap and are reused, and makes every thread
 allocate from the main heap (`mallopt(M_ARENA_MAX, 1)`): glibc's per-thread
 arenas are heaps of at most 64 MiB, so larger blocks allocated on XLA's and
 Eigen's worker threads were still `mmap`ed and unmapped anew on every call
-(a ResNet-20 training step at batch 128 with Eigen convolutions: ~80,000
+(a ResNet-20 training step at batch 128 with Eigen convolutions: 80,578
 minor page faults and 270 ms of system time per step with the thresholds
-alone, 0-15,000 and 15-75 ms with one arena; docs/performance.md). It is the
+alone; 14,886-30,696 and 65-115 ms with this call, 0 and 15-26 ms with
+`MALLOC_ARENA_MAX=1` in the environment; docs/performance.md). It is the
 equivalent of starting Python with `MALLOC_MMAP_THRESHOLD_=2147483647
 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_ARENA_MAX=1`, and must come before
 other threads allocate (it does not move arenas already made). The cost is

@@ -73,8 +73,10 @@ def test_latents_from_symbols_is_batched_and_checks_its_input():
   y_symbols, z_symbols = compression.encode_symbols(model, params, _images()[0])
   y2, s2 = latents.latents_from_symbols(model, params, np.concatenate([y_symbols] * 2),
                                         np.concatenate([z_symbols] * 2))
-  np.testing.assert_array_equal(y2[0], y2[1])
-  np.testing.assert_array_equal(s2[0], s2[1])
+  np.testing.assert_array_equal(y2[0], y2[1])       # integer symbols: exact
+  # Scales from h_s: XLA:CPU's Eigen convolutions need not round two batch positions
+  # alike (1 ulp here), so equal to float32 rounding.
+  np.testing.assert_allclose(s2[0], s2[1], rtol=1e-6, atol=0)
   with pytest.raises(ValueError, match="integer"):
     latents.latents_from_symbols(model, params, y_symbols.astype(np.float32), z_symbols)
   with pytest.raises(ValueError, match="images"):
