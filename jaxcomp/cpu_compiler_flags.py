@@ -5,9 +5,9 @@ On this project's 2-core AMD EPYC (AVX2) XLA's Eigen convolutions run the same
 steps faster (docs/performance.md, one process, XLA's default against the
 flag, medians): ResNet-20 SGD step at batch 128 669.5 -> 590.6 ms (1.13x), a
 PGD-20 attack on it 6,241 -> 4,260 ms (1.46x), a hyperprior Adam step (N128
-M192, 8 x 128^2) 935 -> 871 ms (1.07x); the JPEG-DL layer and the defenses,
-which have no convolutions, are unchanged. YNNPACK keeps XLA's dots and
-reductions (turning those off too made the defense ~20 % slower).
+M192, 8 x 128^2) 935 -> 871 ms (1.07x); the JPEG-DL layer and the defenses
+have no convolutions, so the flag does not touch them. YNNPACK keeps XLA's dots
+and reductions (turning those off too made the defense ~20 % slower).
 
 `use_eigen_convolutions()` appends `FLAG` to the `XLA_FLAGS` environment
 variable. XLA reads that variable once, when JAX first starts a backend, so the

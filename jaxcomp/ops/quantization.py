@@ -112,8 +112,8 @@ def _moments(num_candidates: int, z: jax.Array, q: jax.Array, alpha: jax.Array,
   The weights of the L candidates are stacked on a new leading axis and their moments
   summed by one variadic `lax.reduce` over it: XLA:CPU then computes every moment in
   a single loop. Written elementwise (moments as separate sums), each output
-  (value and derivatives) became its own fusion recomputing the weights, ~1.1x slower
-  for the whole JPEG-DL layer step at 16x224x224 (docs/performance.md).
+  (value and derivatives) became its own fusion recomputing the weights: the whole
+  JPEG-DL layer step at 16x224x224 was 1.06-1.10x slower (docs/performance.md).
   """
   L = num_candidates
   beta = alpha * q * q                                  # small (table) shape
