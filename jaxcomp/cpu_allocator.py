@@ -21,7 +21,8 @@ Eigen's worker threads were still `mmap`ed and unmapped anew on every call
 (a ResNet-20 training step at batch 128 with Eigen convolutions: 80,578
 minor page faults and 270 ms of system time per step with the thresholds
 alone; 14,886-30,696 and 65-115 ms with this call, 0 and 15-26 ms with
-`MALLOC_ARENA_MAX=1` in the environment; docs/performance.md). It is the
+`MALLOC_ARENA_MAX=1` in the environment: the rest is the heap fragmenting while
+the step compiles; docs/performance.md). It is the
 equivalent of starting Python with `MALLOC_MMAP_THRESHOLD_=2147483647
 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_ARENA_MAX=1`, and must come before
 other threads allocate (it does not move arenas already made). The cost is

@@ -163,8 +163,7 @@ class JpegLayer(nn.Module):
         z = soft_quantize(z, q, alpha, num_candidates=self.num_candidates, **window)
       return z
 
-    rows = (-(-x.shape[1] // 8) if self.band_size is None
-            else jpeg_transform.rows_per_band(x.shape, self.band_size))
+    rows = jpeg_transform.rows_per_band(x.shape, self.band_size)
     z = jpeg_transform.coefficients(x, x.shape[1], x.shape[2], rows)   # [bands, C, rows, ...]
     z = quantize_band(z) if z.shape[0] == 1 else jax.lax.map(quantize_band, z)
     return jpeg_transform.reconstruct(z, x.shape[1], x.shape[2], rows)

@@ -110,16 +110,16 @@ def _reconstruct_bwd(height, width, rows, _, ct):
 reconstruct.defvjp(_reconstruct_fwd, _reconstruct_bwd)
 
 
-def rows_per_band(shape: tuple[int, ...], band_size: int) -> int:
+def rows_per_band(shape: tuple[int, ...], band_size: int | None) -> int:
   """The largest divisor of the block-row count whose band holds <= band_size values.
 
   Args:
     shape: (B, H, W, C) of the images.
-    band_size: the most coefficients one band may hold.
+    band_size: the most coefficients one band may hold; None: one band, every row.
   """
   b, h, w, c = shape
   nh, per_row = -(-h // 8), c * b * -(-w // 8) * 64
-  return chunking.largest_divisor(nh, band_size // per_row)
+  return nh if band_size is None else chunking.largest_divisor(nh, band_size // per_row)
 
 
 def coefficient_bounds(num_channels: int) -> np.ndarray:
