@@ -47,7 +47,7 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from jaxcomp.ops import chunking
+from jaxcomp.ops import chunking, conv_kernel_grad
 
 # Bytes of one chunk's images of x plus the shifted copies of their output
 # gradient that the chunked kernel gradient builds: about an L2 cache's worth
@@ -168,15 +168,23 @@ def _uses_columns(k_shape: tuple[int, ...], groups: int) -> bool:
   return groups == 1 and (kh * kw == 1 or COLUMNS_RATIO * cg <= o)
 
 
+def _uses_cpp_kernel(dtype: Any, geo: _Geometry) -> bool:
+  """Whether the kernel gradient is `ops.conv_kernel_grad`'s C++ kernel (else a GEMM form)."""
+  return dtype == jnp.float32 and geo.groups == 1 and conv_kernel_grad.available()
+
+
 def _cpu_kernel_term(x: jax.Array, dk: jax.Array, *, geo: _Geometry,
                      dn: lax.ConvDimensionNumbers, out_dtype: Any) -> jax.Array:
-  """conv(x, dk) in the layouts of `dn`, computed by `_columns_term` or `_chunked_term`."""
+  """conv(x, dk) in the layouts of `dn`: the C++ kernel's primitive, or a GEMM form."""
   x = jnp.transpose(x, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))
   dk = jnp.transpose(dk, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))
   dtype = jnp.promote_types(jnp.result_type(x, dk), jnp.float32)  # accumulate in >= float32
   x, dk = x.astype(dtype), dk.astype(dtype)
-  term = _columns_term if _uses_columns(dk.shape, geo.groups) else _chunked_term
-  y = term(x, dk, geo)
+  if _uses_cpp_kernel(dtype, geo):
+    y = conv_kernel_grad.kernel_term(x, dk, geo.strides, geo.padding, geo.dilation)
+  else:
+    term = _columns_term if _uses_columns(dk.shape, geo.groups) else _chunked_term
+    y = term(x, dk, geo)
   nhwc = (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1])
   return jnp.transpose(y, np.argsort(nhwc)).astype(out_dtype)
 

@@ -1,8 +1,9 @@
 """jaxcomp.ops.conv.conv_general_dilated has lax.conv_general_dilated's value and derivatives.
 
 The reference is JAX's own differentiation of `lax.conv_general_dilated`
-(`jax.vjp` / `jax.jvp` of it). Float32; the GEMM formulations sum the same
-products in another order, so values agree to ~1e-7 relative to the largest
+(`jax.vjp` / `jax.jvp` of it). Float32; both CPU forms of the kernel
+gradient (the C++ kernel of ops.conv_kernel_grad and the GEMM formulations)
+sum the same products in another order, so values agree to ~1e-7 relative to the largest
 entry; the tolerance is 1e-5 of it.
 """
 
@@ -16,6 +17,7 @@ from jax import lax
 
 from jaxcomp.models import common
 from jaxcomp.ops import conv as conv_lib
+from jaxcomp.ops import conv_kernel_grad
 from jaxcomp.ops.conv import conv_general_dilated
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -24,8 +26,32 @@ NHWC = ("NHWC", "HWIO", "NHWC")
 @pytest.fixture(autouse=True)
 def _gemm_forms_on_the_test_devices(monkeypatch):
   # The suite runs with 8 host-platform devices, where the library keeps XLA's
-  # kernel term (conv.GEMM_ON_MULTI_DEVICE_CPU); these tests check the GEMM forms.
+  # kernel term (conv.GEMM_ON_MULTI_DEVICE_CPU); these tests check the CPU forms.
   monkeypatch.setattr(conv_lib, "GEMM_ON_MULTI_DEVICE_CPU", True)
+
+
+# The two CPU kernel-gradient forms: the C++ kernel (ops.conv_kernel_grad) where
+# it is built, the GEMM forms (columns / chunked) where it is not.
+FORMS = ["cpp", "gemm"]
+
+
+def _use_form(form: str, monkeypatch) -> None:
+  if form == "gemm":
+    monkeypatch.setattr(conv_kernel_grad, "available", lambda: False)
+  elif not conv_kernel_grad.available():
+    pytest.skip("the C++ kernel could not be built here (ops.cpu_kernels warned why)")
+
+
+@pytest.fixture(params=FORMS)
+def form(request, monkeypatch) -> str:
+  _use_form(request.param, monkeypatch)
+  return request.param
+
+
+@pytest.fixture
+def gemm(monkeypatch) -> None:
+  """Tests of the GEMM forms' own machinery (chunks, scan steps)."""
+  _use_form("gemm", monkeypatch)
 
 # (id, input shape, kernel shape, keyword arguments): the geometries of the zoo
 # (jaxcomp/models), the codecs (jaxcomp/codecs/learned.py) and the stride-1
@@ -99,14 +125,14 @@ def _first_order(fn, x, k):
 
 
 @pytest.mark.parametrize("case_id", _params([c[0] for c in CASES], FAST))
-def test_value_and_gradients_equal_lax(case_id):
+def test_value_and_gradients_equal_lax(case_id, form):
   x, k, ref, ours = _case(BY_ID[case_id])
   for a, b in zip(_first_order(ours, x, k), _first_order(ref, x, k)):
     _close(a, b)
 
 
 @pytest.mark.parametrize("case_id", _params(CHUNKED, set()))
-def test_one_image_per_scan_step_equals_lax(case_id, monkeypatch):
+def test_one_image_per_scan_step_equals_lax(case_id, monkeypatch, gemm):
   # CHUNK_BYTES = 1: the chunked form scans over single images (the test
   # batches otherwise fit in one chunk, without a scan).
   monkeypatch.setattr(conv_lib, "CHUNK_BYTES", 1)
@@ -116,7 +142,7 @@ def test_one_image_per_scan_step_equals_lax(case_id, monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_images_per_scan_step_equals_lax(monkeypatch):
+def test_two_images_per_scan_step_equals_lax(monkeypatch, gemm):
   monkeypatch.setattr(conv_lib, "_chunk", lambda n, bytes_per_image: 2)
   x, k, ref, ours = _case(BY_ID["resnet3x3s2"])  # 4 images: 2 steps of 2
   for a, b in zip(_first_order(ours, x, k), _first_order(ref, x, k)):
@@ -130,9 +156,9 @@ def test_chunk_is_the_largest_divisor_within_the_budget(monkeypatch):
 
 
 @pytest.mark.parametrize("case_id", _params(SECOND_ORDER, {"depthwise3x3s2_x2"}))
-def test_second_derivatives_through_the_kernel_gradient_equal_lax(case_id, monkeypatch):
+def test_second_derivatives_through_the_kernel_gradient_equal_lax(case_id, monkeypatch, form):
   # d/dx and d/dk of |dL/dk|^2 (reverse over reverse) and d/dk (dL/dk) . v
-  # (forward over reverse), with one image per scan step.
+  # (forward over reverse); the GEMM forms with one image per scan step.
   monkeypatch.setattr(conv_lib, "CHUNK_BYTES", 1)
   x, k, ref, ours = _case(BY_ID[case_id])
 
@@ -152,7 +178,7 @@ def test_chunked_lists_the_cases_of_the_chunked_form():
 
 
 @pytest.mark.slow
-def test_per_example_kernel_gradients_under_vmap():
+def test_per_example_kernel_gradients_under_vmap(form):
   x, k, ref, ours = _case(BY_ID["resnet3x3s2"])
   per_example = lambda fn: jax.vmap(  # noqa: E731
       lambda xi: jax.grad(lambda k: jnp.sum(jnp.sin(fn(xi[None], k))))(k))(x)
@@ -160,6 +186,7 @@ def test_per_example_kernel_gradients_under_vmap():
 
 
 def test_bfloat16_keeps_dtype_and_matches_lax():
+  # bfloat16 takes a GEMM form (the C++ kernel is float32 only).
   x, k, ref, ours = _case(BY_ID["resnet3x3"])
   x, k = x.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
   loss = lambda fn: lambda k: jnp.sum(fn(x, k).astype(jnp.float32) ** 2)  # noqa: E731
@@ -180,23 +207,31 @@ def _kernel_gradient_hlo(platform: str) -> str:
   return grad.trace(k).lower(lowering_platforms=(platform,)).as_text()
 
 
-def test_platform_switch_keeps_xla_kernel_gradient_off_cpu(monkeypatch):
-  # On CPU the kernel gradient is a GEMM (dot_general) in a scan; lowered for a
-  # GPU it is XLA's convolution: one more convolution, no loop, no dot_general.
+def test_platform_switch_keeps_xla_kernel_gradient_off_cpu(monkeypatch, form):
+  # On CPU the kernel gradient is the C++ kernel (an FFI custom call) or a GEMM
+  # (dot_general) in a scan; lowered for a GPU it is XLA's convolution: one more
+  # convolution, no custom call, no loop, no dot_general.
   monkeypatch.setattr(conv_lib, "CHUNK_BYTES", 1)
   cpu, gpu = _kernel_gradient_hlo("cpu"), _kernel_gradient_hlo("cuda")
-  assert "stablehlo.dot_general" in cpu and "stablehlo.while" in cpu
+  if form == "cpp":
+    assert "stablehlo.custom_call @jaxcomp_JaxcompConvKernelGrad" in cpu
+    assert "stablehlo.dot_general" not in cpu and "stablehlo.while" not in cpu
+  else:
+    assert "stablehlo.dot_general" in cpu and "stablehlo.while" in cpu
+    assert "custom_call" not in cpu
   assert "stablehlo.dot_general" not in gpu and "stablehlo.while" not in gpu
+  assert "custom_call" not in gpu
   assert gpu.count("stablehlo.convolution") == cpu.count("stablehlo.convolution") + 1
 
 
-def test_cpu_kernel_gradient_compiles_without_convolutions():
+def test_cpu_kernel_gradient_compiles_without_convolutions(form):
   if jax.default_backend() != "cpu":
     pytest.skip("checks XLA:CPU's compiled kernel gradient")
   x, k, _, ours = _case(BY_ID["resnet3x3s2"])
   g = jnp.ones(jax.eval_shape(ours, x, k).shape)
   hlo = jax.jit(lambda x, g: jax.vjp(lambda k: ours(x, k), k)[1](g)[0]).lower(x, g).compile()
   assert "convolution(" not in hlo.as_text()
+  assert ("custom-call" in hlo.as_text()) == (form == "cpp")
 
 
 def test_string_padding_with_input_dilation_raises():
