@@ -1,4 +1,4 @@
-"""Kernel-gradient convolutions on CPU: XLA's own against `jaxcomp.ops.conv`'s GEMM forms.
+"""Kernel-gradient convolutions on CPU: XLA's own, `jaxcomp.ops.conv`'s GEMM forms, its C++ kernel.
 
   .venv/bin/python benchmarks/conv_gradients.py [--repeats 7] [--skip-layers] [--skip-steps]
       [--workloads resnet20,hyperprior]
@@ -10,11 +10,12 @@ before and after (only the ratios mean anything on a shared machine).
    hyperprior at batch 8 of 128^2 crops): time of the forward convolution, of
    XLA's kernel gradient (`jax.vjp` of `lax.conv_general_dilated` w.r.t. the
    kernel: one "b01f_01io->b01f"-style convolution whose window is the output
-   image) and of ours (`jaxcomp.ops.conv.conv_general_dilated`: im2col GEMM or
-   chunked per-phase GEMMs), each a separately compiled program.
+   image) and of `jaxcomp.ops.conv.conv_general_dilated`'s two CPU forms: the
+   GEMM forms (im2col GEMM or chunked per-phase GEMMs) and the C++ kernel
+   (`ops.conv_kernel_grad`), each a separately compiled program.
 2. Whole steps (`benchmarks/workloads.py`): the ResNet-20 SGD step and the
-   hyperprior Adam step, compiled once with XLA's kernel term and once with
-   ours.
+   hyperprior Adam step, compiled with XLA's kernel term, with the GEMM forms
+   and with the C++ kernel.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from jax import lax
 import workloads  # benchmarks/workloads.py, beside this file
 from machine_load import SETTINGS, loadavg
 from jaxcomp.ops import conv as conv_lib
+from jaxcomp.ops import conv_kernel_grad
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 # (name, input NHWC, kernel HWIO, strides, padding)
@@ -57,6 +59,11 @@ def _xla_kernel_term(conv, geo, dn, x, dk):
   return conv(x, dk, dimension_numbers=dn)
 
 
+def _gemm_forms():
+  """Within it, `ops.conv` takes its GEMM forms (as where the C++ kernel cannot be built)."""
+  return mock.patch.object(conv_kernel_grad, "available", lambda: False)
+
+
 def _interleave(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
   """Median seconds per call of each run, windows interleaved A B A B."""
   for run in runs.values():  # warm-up
@@ -72,7 +79,8 @@ def _interleave(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, f
 
 def layers(repeats: int) -> None:
   print("per layer: time relative to the forward convolution (lower is better)")
-  print(f"  {'layer':40s} {'xla dk':>8s} {'ours dk':>8s} {'xla/ours':>9s}")
+  print(f"  {'layer':40s} {'xla dk':>8s} {'gemm dk':>8s} {'c++ dk':>8s} {'xla/c++':>8s}"
+        f" {'gemm/c++':>9s}")
   rng = np.random.default_rng(0)
   for name, x_shape, k_shape, stride, pad in LAYERS:
     x = jnp.asarray(rng.standard_normal(x_shape, np.float32))
@@ -81,13 +89,17 @@ def layers(repeats: int) -> None:
     g = jnp.ones(jax.eval_shape(lambda x, k: lax.conv_general_dilated(x, k, **kw), x, k).shape)
     fwd = jax.jit(lambda x, k: lax.conv_general_dilated(x, k, **kw))
     xla = jax.jit(lambda x, g: jax.vjp(lambda k: lax.conv_general_dilated(x, k, **kw), k)[1](g))
-    ours = jax.jit(lambda x, g: jax.vjp(lambda k: conv_lib.conv_general_dilated(x, k, **kw),
-                                        k)[1](g))
+    ours = lambda x, g: jax.vjp(lambda k: conv_lib.conv_general_dilated(x, k, **kw), k)[1](g)  # noqa: E731
+    with _gemm_forms():
+      gemm = jax.jit(ours).lower(x, g).compile()
+    cpp = jax.jit(ours).lower(x, g).compile()
     t = _interleave({"fwd": lambda: jax.block_until_ready(fwd(x, k)),
                      "xla": lambda: jax.block_until_ready(xla(x, g)),
-                     "ours": lambda: jax.block_until_ready(ours(x, g))}, repeats)
-    print(f"  {name:40s} {t['xla'] / t['fwd']:8.2f} {t['ours'] / t['fwd']:8.2f} "
-          f"{t['xla'] / t['ours']:9.2f}", flush=True)
+                     "gemm": lambda: jax.block_until_ready(gemm(x, g)),
+                     "cpp": lambda: jax.block_until_ready(cpp(x, g))}, repeats)
+    print(f"  {name:40s} {t['xla'] / t['fwd']:8.2f} {t['gemm'] / t['fwd']:8.2f} "
+          f"{t['cpp'] / t['fwd']:8.2f} {t['xla'] / t['cpp']:8.2f} {t['gemm'] / t['cpp']:9.2f}",
+          flush=True)
 
 
 STEPS = {"resnet20": workloads.resnet20_train,             # batch 128
@@ -95,14 +107,18 @@ STEPS = {"resnet20": workloads.resnet20_train,             # batch 128
 
 
 def steps(repeats: int, names: list[str]) -> None:
-  print("whole steps: XLA's kernel gradient / ours (time ratio, > 1: ours faster)")
+  print("whole steps: time ratios (> 1: the C++ kernel's step is faster)")
   for build in (STEPS[n] for n in names):
     with mock.patch.object(conv_lib, "_kernel_term", _xla_kernel_term):
       xla = build()
-    ours = build()
-    t = _interleave({"xla": xla.step, "ours": ours.step}, repeats)
-    print(f"  {ours.name:45s} {t['xla'] / t['ours']:6.2f}   (compile s: xla {xla.compile_s:.0f},"
-          f" ours {ours.compile_s:.0f})", flush=True)
+    with _gemm_forms():
+      gemm = build()
+    cpp = build()
+    t = _interleave({"xla": xla.step, "gemm": gemm.step, "cpp": cpp.step}, repeats)
+    print(f"  {cpp.name:45s} xla/c++ {t['xla'] / t['cpp']:5.2f}  gemm/c++ "
+          f"{t['gemm'] / t['cpp']:5.2f}  (ms: xla {1e3 * t['xla']:.1f}, gemm {1e3 * t['gemm']:.1f},"
+          f" c++ {1e3 * t['cpp']:.1f}; compile s: {xla.compile_s:.0f} / {gemm.compile_s:.0f} /"
+          f" {cpp.compile_s:.0f})", flush=True)
 
 
 def main() -> None:

@@ -8,19 +8,19 @@
 // No copy of x or g is made: per tap (i, j) the contraction runs over the output
 // positions with x read at a constant offset from the output position, a register
 // tile of CT input channels x 8*OV output channels accumulated by AVX2 FMAs. Work is
-// split into (image, block of output rows) items small enough that their rows of x
-// and g stay in the L2 cache while all taps and tiles pass over them; the items are
-// shared among threads (one private dk each, summed at the end). Built and loaded by
+// split into (image, block of output rows, block of output channels) items (`Cut`);
+// the items are shared with helper tasks on XLA's intra-op thread pool (`Shared`). Built and loaded by
 // jaxcomp/ops/cpu_kernels.py; jaxcomp/ops/conv.py decides where it is used.
 
 #include <immintrin.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <thread>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -36,9 +36,11 @@ struct Geometry {
   int64_t sh, sw, ph, pw, dh, dw;
 };
 
-// Bytes of g per work item: its rows of g (and the matching rows of x) are reread
-// by every tap and tile, so they should stay in the L2 cache.
+// Bytes of g per work item (`Cut`): its rows of g (and the matching rows of x) are
+// reread by every tap and tile, so they should stay in the L2 cache.
 constexpr int64_t kItemBytes = 96 * 1024;
+// Output channels per item (a multiple of 32, so only the last block has a remainder).
+constexpr int64_t kChannelBlock = 64;
 
 // The accumulators of a tile: a<t><v> holds dk[c0 + t, o0 + 8v : o0 + 8v + 8]. Named
 // variables, not an array: GCC stored an array's elements back to the stack at every step.
@@ -117,18 +119,40 @@ void ValidRange(int64_t out, int64_t s, int64_t off, int64_t size, int64_t* lo, 
   *hi = std::max(*lo, std::min(h, out));
 }
 
-// Adds the items [first, last) (item = image x block of `rows` output rows) into dk.
-void Accumulate(const Geometry& G, const float* x, const float* g, float* dk, int64_t rows,
+// How the work is cut: an item is (image, block of output rows, block of output
+// channels), small enough that its rows of g (and the matching rows of x) stay in the
+// L2 cache while every tap and tile passes over them, and long enough (rows x Wo
+// positions) that a tile's accumulators are loaded and stored rarely.
+struct Items {
+  int64_t rows, row_blocks, channels, channel_blocks;
+  int64_t count() const { return row_blocks * channel_blocks; }
+};
+
+Items Cut(const Geometry& G) {
+  Items it;
+  it.channels = std::min<int64_t>(G.o, kChannelBlock);
+  it.channel_blocks = (G.o + it.channels - 1) / it.channels;
+  const int64_t row_bytes = std::max<int64_t>(1, G.wo * it.channels * sizeof(float));
+  it.rows = std::max<int64_t>(1, std::min<int64_t>(G.ho, kItemBytes / row_bytes));
+  it.row_blocks = (G.ho + it.rows - 1) / it.rows;
+  return it;
+}
+
+// Adds the items [first, last) of all images' (items.count() per image) into dk.
+void Accumulate(const Geometry& G, const Items& items, const float* x, const float* g, float* dk,
                 int64_t first, int64_t last) {
-  const int64_t blocks = (G.ho + rows - 1) / rows;
-  // Input-channel tiles of 6, the last one shorter; output-channel tiles of 16 (12
+  // Input-channel tiles of 5-6 (as even as C allows); output-channel tiles of 16 (12
   // accumulators), of 32 where C <= 3 (3 x 4), then of 8 and a masked one for O % 8.
+  const int64_t c_tiles = (G.c + 5) / 6;
   int32_t lanes[8];
   for (int k = 0; k < 8; ++k) lanes[k] = k < G.o % 8 ? -1 : 0;
   const __m256i mask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes));
   for (int64_t item = first; item < last; ++item) {
-    const int64_t n = item / blocks, b = item % blocks;
-    const int64_t pb0 = b * rows, pb1 = std::min(G.ho, pb0 + rows);
+    const int64_t n = item / items.count(), rest = item % items.count();
+    const int64_t pb0 = (rest / items.channel_blocks) * items.rows;
+    const int64_t pb1 = std::min(G.ho, pb0 + items.rows);
+    const int64_t ob0 = (rest % items.channel_blocks) * items.channels;
+    const int64_t ob1 = std::min(G.o, ob0 + items.channels);
     for (int64_t i = 0; i < G.kh; ++i) {
       int64_t p0, p1;
       ValidRange(G.ho, G.sh, i * G.dh - G.ph, G.h, &p0, &p1);
@@ -141,17 +165,18 @@ void Accumulate(const Geometry& G, const float* x, const float* g, float* dk, in
         if (q0 >= q1) continue;
         const int64_t x_col0 = q0 * G.sw + j * G.dw - G.pw;
         float* dk_tap = dk + (i * G.kw + j) * G.c * G.o;
-        for (int64_t c0 = 0; c0 < G.c; c0 += 6) {
-          const int ct = static_cast<int>(std::min<int64_t>(6, G.c - c0));
-          int64_t o0 = 0;
+        for (int64_t t = 0; t < c_tiles; ++t) {
+          const int64_t c0 = G.c * t / c_tiles;
+          const int ct = static_cast<int>(G.c * (t + 1) / c_tiles - c0);
+          int64_t o0 = ob0;
           if (G.c <= 3)
-            for (; o0 + 32 <= G.o; o0 += 32)
+            for (; o0 + 32 <= ob1; o0 += 32)
               TileFor<4, false>(ct)(G, x, g, dk_tap, c0, o0, mask, n, p0, p1, i, q0, q1, x_col0);
-          for (; o0 + 16 <= G.o; o0 += 16)
+          for (; o0 + 16 <= ob1; o0 += 16)
             TileFor<2, false>(ct)(G, x, g, dk_tap, c0, o0, mask, n, p0, p1, i, q0, q1, x_col0);
-          for (; o0 + 8 <= G.o; o0 += 8)
+          for (; o0 + 8 <= ob1; o0 += 8)
             TileFor<1, false>(ct)(G, x, g, dk_tap, c0, o0, mask, n, p0, p1, i, q0, q1, x_col0);
-          if (o0 < G.o)
+          if (o0 < ob1)
             TileFor<1, true>(ct)(G, x, g, dk_tap, c0, o0, mask, n, p0, p1, i, q0, q1, x_col0);
         }
       }
@@ -159,51 +184,76 @@ void Accumulate(const Geometry& G, const float* x, const float* g, float* dk, in
   }
 }
 
-int Threads() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
+// The work of one call, shared by the calling thread and the helper tasks it schedules
+// on XLA's intra-op thread pool. Items are claimed one at a time from `next`. A helper
+// that starts after the caller has finished (`done`) does nothing, so the caller waits
+// only for helpers that are running: no deadlock when the pool is busy, and no helper
+// touches the output buffer (each sums into its own `partials` entry).
+struct Shared {
+  Geometry G;
+  Items cut;
+  const float* x;
+  const float* g;
+  int64_t items, size;
+  std::atomic<int64_t> next{0};
+  std::mutex mu;
+  std::condition_variable idle;
+  bool done = false;                           // guarded by mu
+  int active = 0;                              // guarded by mu
+  std::vector<std::vector<float>> partials;    // guarded by mu
+
+  void Work(float* dk) {
+    for (int64_t item = next.fetch_add(1); item < items; item = next.fetch_add(1))
+      Accumulate(G, cut, x, g, dk, item, item + 1);
+  }
+};
+
+void Help(const std::shared_ptr<Shared>& s) {
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    if (s->done) return;
+    ++s->active;
+  }
+  std::vector<float> partial(s->size, 0.0f);
+  s->Work(partial.data());
+  std::lock_guard<std::mutex> lock(s->mu);
+  s->partials.push_back(std::move(partial));
+  if (--s->active == 0) s->idle.notify_all();
 }
 
-ffi::Error ConvKernelGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
-                              ffi::ResultBuffer<ffi::F32> dk, int64_t stride_h,
-                              int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h,
-                              int64_t dilation_w) {
+ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                              ffi::Buffer<ffi::F32> g, ffi::ResultBuffer<ffi::F32> dk,
+                              int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                              int64_t dilation_h, int64_t dilation_w) {
   const auto xd = x.dimensions();
   const auto gd = g.dimensions();
   const auto kd = dk->dimensions();
   if (xd.size() != 4 || gd.size() != 4 || kd.size() != 4)
     return ffi::Error::InvalidArgument("conv_kernel_grad: x, g and dk must have rank 4");
-  Geometry G{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], gd[3], kd[0], kd[1],
-             stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w};
+  auto s = std::make_shared<Shared>();
+  s->G = Geometry{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], gd[3], kd[0], kd[1],
+                  stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w};
+  const Geometry& G = s->G;
   if (gd[0] != G.n || kd[2] != G.c || kd[3] != G.o || G.sh < 1 || G.sw < 1 ||
       G.dh < 1 || G.dw < 1)
     return ffi::Error::InvalidArgument("conv_kernel_grad: inconsistent shapes or geometry");
-  const int64_t size = G.kh * G.kw * G.c * G.o;
-  const int64_t row_bytes = G.wo * G.o * static_cast<int64_t>(sizeof(float));
-  const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(G.ho, kItemBytes / std::max<int64_t>(1, row_bytes)));
-  const int64_t items = G.n * ((G.ho + rows - 1) / rows);
-  // One thread per ~4M multiply-adds at least (a thread costs ~50 us to start).
-  const int64_t macs = G.n * G.ho * G.wo * size;
-  const int threads = static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>({Threads(), items, macs >> 22})));
+  s->cut = Cut(G);
+  s->x = x.typed_data();
+  s->g = g.typed_data();
+  s->items = G.n * s->cut.count();
+  s->size = G.kh * G.kw * G.c * G.o;
   float* out = dk->typed_data();
-  std::memset(out, 0, size * sizeof(float));
-  if (threads == 1 || size == 0) {
-    Accumulate(G, x.typed_data(), g.typed_data(), out, rows, 0, items);
-    return ffi::Error::Success();
-  }
-  std::vector<std::vector<float>> partial(threads - 1, std::vector<float>(size, 0.0f));
-  std::vector<std::thread> workers;
-  for (int t = 1; t < threads; ++t)
-    workers.emplace_back([&, t] {
-      Accumulate(G, x.typed_data(), g.typed_data(), partial[t - 1].data(), rows,
-                 items * t / threads, items * (t + 1) / threads);
-    });
-  Accumulate(G, x.typed_data(), g.typed_data(), out, rows, 0, items / threads);
-  for (auto& worker : workers) worker.join();
-  for (const auto& p : partial)
-    for (int64_t k = 0; k < size; ++k) out[k] += p[k];
+  std::memset(out, 0, s->size * sizeof(float));
+  // Helpers: one per further pool thread, at most one per item and per ~4M multiply-adds.
+  const int64_t macs = G.n * G.ho * G.wo * s->size;
+  const int64_t helpers = std::min<int64_t>({pool.num_threads() - 1, s->items - 1, (macs >> 22) - 1});
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([s] { Help(s); });
+  s->Work(out);
+  std::unique_lock<std::mutex> lock(s->mu);
+  s->done = true;
+  s->idle.wait(lock, [&] { return s->active == 0; });
+  for (const auto& p : s->partials)
+    for (int64_t k = 0; k < s->size; ++k) out[k] += p[k];
   return ffi::Error::Success();
 }
 
@@ -211,6 +261,7 @@ ffi::Error ConvKernelGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcompConvKernelGrad, ConvKernelGradImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
