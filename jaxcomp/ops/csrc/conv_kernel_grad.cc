@@ -41,6 +41,8 @@ struct Geometry {
 constexpr int64_t kItemBytes = 96 * 1024;
 // Output channels per item (a multiple of 32, so only the last block has a remainder).
 constexpr int64_t kChannelBlock = 64;
+// Output positions per chunk of a tap's contraction (whole rows; `Accumulate`).
+constexpr int64_t kChunkPositions = 96;
 
 // The accumulators of a tile: a<t><v> holds dk[c0 + t, o0 + 8v : o0 + 8v + 8]. Named
 // variables, not an array: GCC stored an array's elements back to the stack at every step.
@@ -165,19 +167,25 @@ void Accumulate(const Geometry& G, const Items& items, const float* x, const flo
         if (q0 >= q1) continue;
         const int64_t x_col0 = q0 * G.sw + j * G.dw - G.pw;
         float* dk_tap = dk + (i * G.kw + j) * G.c * G.o;
-        for (int64_t t = 0; t < c_tiles; ++t) {
-          const int64_t c0 = G.c * t / c_tiles;
-          const int ct = static_cast<int>(G.c * (t + 1) / c_tiles - c0);
-          int64_t o0 = ob0;
-          if (G.c <= 3)
-            for (; o0 + 32 <= ob1; o0 += 32)
-              TileFor<4, false>(ct)(G, x, g, dk_tap, c0, o0, mask, n, p0, p1, i, q0, q1, x_col0);
-          for (; o0 + 16 <= ob1; o0 += 16)
-            TileFor<2, false>(ct)(G, x, g, dk_tap, c0, o0, mask, n, p0, p1, i, q0, q1, x_col0);
-          for (; o0 + 8 <= ob1; o0 += 8)
-            TileFor<1, false>(ct)(G, x, g, dk_tap, c0, o0, mask, n, p0, p1, i, q0, q1, x_col0);
-          if (o0 < ob1)
-            TileFor<1, true>(ct)(G, x, g, dk_tap, c0, o0, mask, n, p0, p1, i, q0, q1, x_col0);
+        // Chunks of ~kChunkPositions positions, so that a tile's rows of x and g stay in
+        // the L1 cache while the other tiles reuse them.
+        const int64_t chunk_rows = std::max<int64_t>(1, kChunkPositions / (q1 - q0));
+        for (int64_t r0 = p0; r0 < p1; r0 += chunk_rows) {
+          const int64_t r1 = std::min(p1, r0 + chunk_rows);
+          for (int64_t t = 0; t < c_tiles; ++t) {
+            const int64_t c0 = G.c * t / c_tiles;
+            const int ct = static_cast<int>(G.c * (t + 1) / c_tiles - c0);
+            int64_t o0 = ob0;
+            if (G.c <= 3)
+              for (; o0 + 32 <= ob1; o0 += 32)
+                TileFor<4, false>(ct)(G, x, g, dk_tap, c0, o0, mask, n, r0, r1, i, q0, q1, x_col0);
+            for (; o0 + 16 <= ob1; o0 += 16)
+              TileFor<2, false>(ct)(G, x, g, dk_tap, c0, o0, mask, n, r0, r1, i, q0, q1, x_col0);
+            for (; o0 + 8 <= ob1; o0 += 8)
+              TileFor<1, false>(ct)(G, x, g, dk_tap, c0, o0, mask, n, r0, r1, i, q0, q1, x_col0);
+            if (o0 < ob1)
+              TileFor<1, true>(ct)(G, x, g, dk_tap, c0, o0, mask, n, r0, r1, i, q0, q1, x_col0);
+          }
         }
       }
     }
