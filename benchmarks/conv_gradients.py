@@ -89,10 +89,13 @@ def layers(repeats: int) -> None:
     g = jnp.ones(jax.eval_shape(lambda x, k: lax.conv_general_dilated(x, k, **kw), x, k).shape)
     fwd = jax.jit(lambda x, k: lax.conv_general_dilated(x, k, **kw))
     xla = jax.jit(lambda x, g: jax.vjp(lambda k: lax.conv_general_dilated(x, k, **kw), k)[1](g))
-    ours = lambda x, g: jax.vjp(lambda k: conv_lib.conv_general_dilated(x, k, **kw), k)[1](g)  # noqa: E731
+    # A new function per form: jit caches traces by function, so one function would
+    # give the second form the first one's trace.
+    ours = lambda: lambda x, g: jax.vjp(  # noqa: E731
+        lambda k: conv_lib.conv_general_dilated(x, k, **kw), k)[1](g)
     with _gemm_forms():
-      gemm = jax.jit(ours).lower(x, g).compile()
-    cpp = jax.jit(ours).lower(x, g).compile()
+      gemm = jax.jit(ours()).lower(x, g).compile()
+    cpp = jax.jit(ours()).lower(x, g).compile()
     t = _interleave({"fwd": lambda: jax.block_until_ready(fwd(x, k)),
                      "xla": lambda: jax.block_until_ready(xla(x, g)),
                      "gemm": lambda: jax.block_until_ready(gemm(x, g)),
