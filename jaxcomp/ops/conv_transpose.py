@@ -1,14 +1,22 @@
-"""Strided transposed convolution computed as a stride-1 convolution plus depth-to-space.
+"""Strided transposed convolution computed as stride-1 convolutions plus depth-to-space.
 
 `conv_transpose(x, kernel, stride)` equals `jax.lax.conv_transpose(x, kernel,
 (s, s), "SAME")` (flax `nn.ConvTranspose(padding="SAME")`), but never forms the
 zero-dilated input: output phase `(r_h, r_w)` of the `s x s` upsampling only
-sees the kernel taps `t = s * d + pad - r`, so all phases are one stride-1
-convolution with `s*s*C_out` outputs ("sub-pixel convolution", Shi et al. 2016,
-Sec. 2.2) followed by a pixel shuffle. XLA's CPU backend runs input-dilated
+sees the kernel taps `t = s * d + pad - r`, so each phase is a stride-1
+convolution of x ("sub-pixel convolution", Shi et al. 2016, Sec. 2.2) and the
+phases are interleaved (a pixel shuffle). XLA's CPU backend runs input-dilated
 convolutions (and their gradients) through a slow generic path; this form is
-about 10x faster there to train, and equal elsewhere. The stride-1 convolution
-is `ops.conv.conv_general_dilated`, whose kernel gradient is a GEMM on CPU.
+about 10x faster there to train, and equal elsewhere.
+
+Where every phase sees every input offset (stride 1; k = s), all phases are
+one convolution with `s*s*C_out` outputs. Otherwise one convolution would pad
+every phase to the union of their windows (the codecs' 5x5 kernels at stride 2:
+phases of 3x3, 3x2, 2x3 and 2x2 taps, 36 products where 25 are needed; 4x4 at
+stride 2: 36 for 16), so each phase is its own convolution with only its taps: the hyperprior's Adam step
+(N128 M192, 8 x 128^2) 859 -> 787 ms (one process, docs/performance.md). The
+convolutions are `ops.conv.conv_general_dilated`, whose kernel gradient runs
+fast on CPU.
 """
 
 from __future__ import annotations
@@ -53,15 +61,27 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     raise ValueError(f"conv_transpose: kernel {kernel.shape} does not fit input {x.shape}")
   s = stride
   taps, d, d_lo = _taps(k, s)
-  # kernel -> (D, D, C_in, s, s, C_out) with zeros where a phase has no tap.
-  valid = taps >= 0
-  safe = np.where(valid, taps, 0)
-  sub = kernel[safe[:, None, :, None], safe[None, :, None, :]]      # (D, D, s, s, C_in, C_out)
-  mask = (valid[:, None, :, None] & valid[None, :, None, :]).astype(kernel.dtype)
-  sub = sub * mask[..., None, None]
-  sub = jnp.transpose(sub, (0, 1, 4, 2, 3, 5)).reshape(len(d), len(d), c_in, s * s * c_out)
-  pad = (-d_lo, int(d[-1, 0]))
-  y = conv_general_dilated(x, sub, (1, 1), (pad, pad), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  n, h, w, _ = y.shape
-  y = y.reshape(n, h, w, s, s, c_out).transpose(0, 1, 3, 2, 4, 5)
+  nhwc = ("NHWC", "HWIO", "NHWC")
+  if np.all(taps >= 0):  # every phase sees every offset: one convolution, s*s*C_out outputs
+    sub = kernel[taps[:, None, :, None], taps[None, :, None, :]]      # (D, D, s, s, C_in, C_out)
+    sub = jnp.transpose(sub, (0, 1, 4, 2, 3, 5)).reshape(len(d), len(d), c_in, s * s * c_out)
+    pad = (-d_lo, int(d[-1, 0]))
+    y = conv_general_dilated(x, sub, (1, 1), (pad, pad), dimension_numbers=nhwc)
+    n, h, w, _ = y.shape
+    y = y.reshape(n, h, w, s, s, c_out)
+  else:  # phase (r_h, r_w): its own taps only, offsets d in [lo, hi] -> padding (-lo, hi)
+    offsets = [d[taps[:, r] >= 0, 0] for r in range(s)]
+    phase_taps = [taps[taps[:, r] >= 0, r] for r in range(s)]
+
+    def phase(rh: int, rw: int) -> jax.Array:  # (N, H, W, C_out)
+      if not (len(offsets[rh]) and len(offsets[rw])):  # no tap reaches this phase (k < s)
+        return jnp.zeros((*x.shape[:3], c_out), jnp.result_type(x, kernel))
+      pads = [(-int(offsets[r][0]), int(offsets[r][-1])) for r in (rh, rw)]
+      return conv_general_dilated(x, kernel[phase_taps[rh][:, None], phase_taps[rw][None, :]],
+                                  (1, 1), pads, dimension_numbers=nhwc)
+
+    y = jnp.stack([jnp.stack([phase(rh, rw) for rw in range(s)], axis=3) for rh in range(s)],
+                  axis=3)                                               # (N, H, W, s, s, C_out)
+    n, h, w = y.shape[:3]
+  y = y.transpose(0, 1, 3, 2, 4, 5)
   return y.reshape(n, h * s, w * s, c_out)

@@ -34,3 +34,16 @@ def test_gradients_match():
   for a, b in zip(jax.jit(jax.grad(ref, (0, 1)))(x, kernel),
                   jax.jit(jax.grad(ours, (0, 1)))(x, kernel)):
     np.testing.assert_allclose(a, b, atol=1e-4)  # float32 sums of ~25 products
+
+
+@pytest.mark.parametrize("k,s,convolutions", [(5, 2, 4), (4, 2, 4), (2, 2, 1), (3, 1, 1),
+                                               (1, 2, 1)])
+def test_one_convolution_per_phase_only_where_phases_differ(k, s, convolutions):
+  # 5x5 at stride 2: phases of 3x3, 3x2, 2x3, 2x2 taps, each its own convolution (one
+  # convolution would pad them all to 3x3: 36 products for 25); 4x4: 2x2 taps per
+  # phase at different offsets (3x3 for one convolution); 2x2 at stride 2 and stride 1:
+  # every phase sees every offset, one convolution with s*s*C_out outputs; 1x1 at
+  # stride 2: one phase has no tap (zeros, no convolution).
+  x, kernel = jnp.zeros((1, 4, 4, 2)), jnp.zeros((k, k, 2, 3))
+  hlo = jax.jit(conv_transpose, static_argnums=2).lower(x, kernel, s).as_text()
+  assert hlo.count("stablehlo.convolution") == convolutions
