@@ -48,7 +48,8 @@ LAYERS = [
     ("resnet20 3x3 64->64 @8", (128, 8, 8, 64), (3, 3, 64, 64), 1, ((1, 1), (1, 1))),
     ("hyperprior g_a 5x5 3->128 s2", (8, 128, 128, 3), (5, 5, 3, 128), 2, "SAME"),
     ("hyperprior g_a 5x5 128->128 s2", (8, 64, 64, 128), (5, 5, 128, 128), 2, "SAME"),
-    ("hyperprior g_s sub-pixel 3x3 128->512", (8, 16, 16, 128), (3, 3, 128, 512), 1,
+    # ops.conv_transpose's widest phase of g_s's last 128-channel layer (5x5, stride 2).
+    ("hyperprior g_s phase 3x3 128->128 @32", (8, 32, 32, 128), (3, 3, 128, 128), 1,
      ((1, 1), (1, 1))),
 ]
 
