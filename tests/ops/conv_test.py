@@ -155,10 +155,18 @@ def test_chunk_is_the_largest_divisor_within_the_budget(monkeypatch):
   assert conv_lib._chunk(128, 5000) == 1  # pylint: disable=protected-access
 
 
-@pytest.mark.parametrize("case_id", _params(SECOND_ORDER, {"depthwise3x3s2_x2"}))
-def test_second_derivatives_through_the_kernel_gradient_equal_lax(case_id, monkeypatch, form):
+# The default suite's second-order cases: a grouped one (GEMM forms only) and an
+# ungrouped one the C++ kernel takes; every pair runs with -m slow.
+SECOND_ORDER_FAST = {("gemm", "depthwise3x3s2_x2"), ("cpp", "resnet3x3s2")}
+
+
+@pytest.mark.parametrize("form_id,case_id", [
+    pytest.param(f, c, id=f"{f}-{c}", marks=() if (f, c) in SECOND_ORDER_FAST else pytest.mark.slow)
+    for f in FORMS for c in SECOND_ORDER])
+def test_second_derivatives_through_the_kernel_gradient_equal_lax(form_id, case_id, monkeypatch):
   # d/dx and d/dk of |dL/dk|^2 (reverse over reverse) and d/dk (dL/dk) . v
   # (forward over reverse); the GEMM forms with one image per scan step.
+  _use_form(form_id, monkeypatch)
   monkeypatch.setattr(conv_lib, "CHUNK_BYTES", 1)
   x, k, ref, ours = _case(BY_ID[case_id])
 
