@@ -38,9 +38,14 @@ Pairs = tuple[tuple[int, int], tuple[int, int]]
 NHWC = ("NHWC", "HWIO", "NHWC")
 
 
+def _target() -> str | None:
+  """The C++ kernel's FFI target name, built and registered on first use (`ops.cpu_kernels`)."""
+  return cpu_kernels.register("conv_kernel_grad", "JaxcompConvKernelGrad")
+
+
 def available() -> bool:
-  """Whether the C++ kernel is built and registered (`ops.cpu_kernels`), so CPU runs it."""
-  return cpu_kernels.register("conv_kernel_grad", "JaxcompConvKernelGrad") is not None
+  """Whether the C++ kernel is built and registered, so CPU runs it."""
+  return _target() is not None
 
 
 def _conv(x: jax.Array, k: jax.Array, strides: tuple[int, int], padding: Pairs,
@@ -112,7 +117,7 @@ def _batch(prim, args, dims, **params):
 
 
 def _cpu_lowering(ctx, x, g, *, strides, padding, dilation, kernel_hw):
-  target = cpu_kernels.register("conv_kernel_grad", "JaxcompConvKernelGrad")
+  target = _target()
   if target is None:  # never bound then (conv.py asks `available()` first); kept correct anyway
     return _xla_lowering(ctx, x, g, strides=strides, padding=padding, dilation=dilation,
                          kernel_hw=kernel_hw)

@@ -8,9 +8,10 @@
 // No copy of x or g is made: per tap (i, j) the contraction runs over the output
 // positions with x read at a constant offset from the output position, a register
 // tile of CT input channels x 8*OV output channels accumulated by AVX2 FMAs. Work is
-// split into (image, block of output rows, block of output channels) items (`Cut`);
-// the items are shared with helper tasks on XLA's intra-op thread pool (`Shared`). Built and loaded by
-// jaxcomp/ops/cpu_kernels.py; jaxcomp/ops/conv.py decides where it is used.
+// split into (image, block of output rows, block of output channels) items (`Cut`),
+// shared with helper tasks on XLA's intra-op thread pool (`Shared`). Built and loaded
+// by jaxcomp/ops/cpu_kernels.py; jaxcomp/ops/conv.py decides where it is used
+// (jaxcomp/ops/conv_kernel_grad.py wraps it as a JAX primitive).
 
 #include <immintrin.h>
 
