@@ -3,7 +3,8 @@
 The kernel's value is compared with XLA's kernel gradient (the transpose of
 `lax.conv_general_dilated` in its kernel) on geometries chosen to reach every
 branch of csrc/conv_kernel_grad.cc: input-channel tiles of 6 and shorter ones,
-output-channel tiles of 32 / 16 / 8 and the masked remainder, several blocks of
+output-channel tiles of 32 / 16 / 8 and the masked remainder, the narrow tiles
+(O < 8: 32 / 16 / 8 input channels x 3 / 2 / 1 outputs), several blocks of
 output rows per image, one and two threads, taps that fall wholly in the padding,
 negative padding, dilation and strides. Tolerance: 1e-5 of the largest entry
 (float32 sums in another order). `ops/conv_test.py` checks the derivatives of
@@ -41,6 +42,10 @@ GEOMETRIES = [
     ("taps_in_padding", (2, 3, 3, 5), (7, 7), 8, (1, 1), ((4, 4), (4, 4)), (1, 1)),
     ("stride3_dilated", (2, 20, 19, 7), (3, 3), 24, (3, 3), ((2, 0), (0, 2)), (2, 2)),
     ("pointwise_s2", (4, 8, 8, 16), (1, 1), 32, (2, 2), ((0, 0), (0, 0)), (1, 1)),
+    # Narrow outputs (O < 8, C a multiple of 8): vectors over C, a transposed dk.
+    ("narrow_rgb_c32_16_8", (2, 10, 9, 56), (3, 2), 3, (1, 1), ((1, 1), (0, 1)), (1, 1)),
+    ("narrow_o5_helpers", (16, 24, 24, 128), (3, 3), 5, (2, 2), ((1, 1), (1, 1)), (1, 1)),
+    ("narrow_o1_dilated", (2, 11, 12, 8), (3, 3), 1, (1, 1), ((2, 2), (2, 2)), (2, 2)),
 ]
 
 

@@ -114,6 +114,63 @@ TileFn TileFor(int ct) {
   }
 }
 
+// Narrow outputs (O < 8, e.g. a layer to RGB): a tile of 8*CV input channels x OT
+// output channels, vectors over the input channels of x (contiguous in NHWC) and
+// broadcasts of g, accumulated into a transposed dk, [O, C] per tap
+// (b<t><v> holds dkT[o0 + t, c0 + 8v : c0 + 8v + 8]); the masked tiles of the main
+// path would use 3 of 8 lanes for O = 3.
+#define JAXCOMP_FOR_NARROW(M) M(0, 0) M(0, 1) M(0, 2) M(0, 3) M(1, 0) M(1, 1) M(1, 2) M(1, 3) \
+  M(2, 0) M(2, 1) M(2, 2) M(2, 3)
+#define JAXCOMP_N_DECLARE(t, v) __m256 b##t##v;
+#define JAXCOMP_N_LOAD(t, v) \
+  if constexpr (OT > t && CV > v) b##t##v = _mm256_loadu_ps(dkt_tap + (o0 + t) * G.c + c0 + 8 * v);
+#define JAXCOMP_N_STORE(t, v) \
+  if constexpr (OT > t && CV > v) _mm256_storeu_ps(dkt_tap + (o0 + t) * G.c + c0 + 8 * v, b##t##v);
+#define JAXCOMP_N_FMA(t, v) \
+  if constexpr (OT > t && CV > v) b##t##v = _mm256_fmadd_ps(xv##v, gb##t, b##t##v);
+
+template <int OT, int CV>
+void NarrowTile(const Geometry& G, const float* x, const float* g, float* dkt_tap, int64_t c0,
+                int64_t o0, int64_t n, int64_t p0, int64_t p1, int64_t i, int64_t q0, int64_t q1,
+                int64_t x_col0) {
+  static_assert(OT >= 1 && OT <= 3 && (CV == 1 || CV == 2 || CV == 4));
+  JAXCOMP_FOR_NARROW(JAXCOMP_N_DECLARE)
+  JAXCOMP_FOR_NARROW(JAXCOMP_N_LOAD)
+  const int64_t xstep = G.sw * G.c;
+  for (int64_t p = p0; p < p1; ++p) {
+    const float* xr = x + ((n * G.h + p * G.sh + i * G.dh - G.ph) * G.w + x_col0) * G.c + c0;
+    const float* gr = g + ((n * G.ho + p) * G.wo + q0) * G.o + o0;
+    for (int64_t q = q0; q < q1; ++q) {
+      const __m256 xv0 = _mm256_loadu_ps(xr);
+      const __m256 xv1 = CV > 1 ? _mm256_loadu_ps(xr + 8) : xv0;
+      const __m256 xv2 = CV > 2 ? _mm256_loadu_ps(xr + 16) : xv0;
+      const __m256 xv3 = CV > 3 ? _mm256_loadu_ps(xr + 24) : xv0;
+      const __m256 gb0 = _mm256_broadcast_ss(gr);
+      const __m256 gb1 = OT > 1 ? _mm256_broadcast_ss(gr + 1) : gb0;
+      const __m256 gb2 = OT > 2 ? _mm256_broadcast_ss(gr + 2) : gb0;
+      JAXCOMP_FOR_NARROW(JAXCOMP_N_FMA)
+      xr += xstep;
+      gr += G.o;
+    }
+  }
+  JAXCOMP_FOR_NARROW(JAXCOMP_N_STORE)
+}
+
+using NarrowFn = void (*)(const Geometry&, const float*, const float*, float*, int64_t, int64_t,
+                          int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+
+template <int CV>
+NarrowFn NarrowFor(int ot) {
+  switch (ot) {
+    case 1: return NarrowTile<1, CV>;
+    case 2: return NarrowTile<2, CV>;
+    default: return NarrowTile<3, CV>;
+  }
+}
+
+// Whether the narrow tiles (and a transposed dk) are used.
+bool Narrow(const Geometry& G) { return G.o < 8 && G.c % 8 == 0; }
+
 // The first output index p >= 0 with p*s + off >= 0, and the end of those with p*s + off < size.
 void ValidRange(int64_t out, int64_t s, int64_t off, int64_t size, int64_t* lo, int64_t* hi) {
   int64_t l = off >= 0 ? 0 : (-off + s - 1) / s;
@@ -145,7 +202,8 @@ Items Cut(const Geometry& G) {
 void Accumulate(const Geometry& G, const Items& items, const float* x, const float* g, float* dk,
                 int64_t first, int64_t last) {
   // Input-channel tiles of 5-6 (as even as C allows); output-channel tiles of 16 (12
-  // accumulators), of 32 where C <= 3 (3 x 4), then of 8 and a masked one for O % 8.
+  // accumulators), of 32 where C <= 3 (3 x 4), then of 8 and a masked one for O % 8;
+  // or, for narrow outputs (`Narrow`), 32 / 16 / 8 input channels x up to 3 outputs.
   const int64_t c_tiles = (G.c + 5) / 6;
   int32_t lanes[8];
   for (int k = 0; k < 8; ++k) lanes[k] = k < G.o % 8 ? -1 : 0;
@@ -173,6 +231,19 @@ void Accumulate(const Geometry& G, const Items& items, const float* x, const flo
         const int64_t chunk_rows = std::max<int64_t>(1, kChunkPositions / (q1 - q0));
         for (int64_t r0 = p0; r0 < p1; r0 += chunk_rows) {
           const int64_t r1 = std::min(p1, r0 + chunk_rows);
+          if (Narrow(G)) {  // dk is [KH, KW, O, C] here
+            for (int64_t o0 = ob0; o0 < ob1; o0 += 3) {
+              const int ot = static_cast<int>(std::min<int64_t>(3, ob1 - o0));
+              int64_t c0 = 0;
+              for (; c0 + 32 <= G.c; c0 += 32)
+                NarrowFor<4>(ot)(G, x, g, dk_tap, c0, o0, n, r0, r1, i, q0, q1, x_col0);
+              for (; c0 + 16 <= G.c; c0 += 16)
+                NarrowFor<2>(ot)(G, x, g, dk_tap, c0, o0, n, r0, r1, i, q0, q1, x_col0);
+              for (; c0 < G.c; c0 += 8)
+                NarrowFor<1>(ot)(G, x, g, dk_tap, c0, o0, n, r0, r1, i, q0, q1, x_col0);
+            }
+            continue;
+          }
           for (int64_t t = 0; t < c_tiles; ++t) {
             const int64_t c0 = G.c * t / c_tiles;
             const int ct = static_cast<int>(G.c * (t + 1) / c_tiles - c0);
@@ -253,16 +324,24 @@ ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   s->size = G.kh * G.kw * G.c * G.o;
   float* out = dk->typed_data();
   std::memset(out, 0, s->size * sizeof(float));
+  // Narrow outputs accumulate a transposed dk ([KH, KW, O, C]), transposed at the end.
+  std::vector<float> transposed(Narrow(G) ? s->size : 0, 0.0f);
+  float* sum = Narrow(G) ? transposed.data() : out;
   // Helpers: one per further pool thread, at most one per item and per ~4M multiply-adds.
   const int64_t macs = G.n * G.ho * G.wo * s->size;
   const int64_t helpers = std::min<int64_t>({pool.num_threads() - 1, s->items - 1, (macs >> 22) - 1});
   for (int64_t h = 0; h < helpers; ++h) pool.Schedule([s] { Help(s); });
-  s->Work(out);
+  s->Work(sum);
   std::unique_lock<std::mutex> lock(s->mu);
   s->done = true;
   s->idle.wait(lock, [&] { return s->active == 0; });
   for (const auto& p : s->partials)
-    for (int64_t k = 0; k < s->size; ++k) out[k] += p[k];
+    for (int64_t k = 0; k < s->size; ++k) sum[k] += p[k];
+  if (Narrow(G))
+    for (int64_t tap = 0; tap < G.kh * G.kw; ++tap)
+      for (int64_t o = 0; o < G.o; ++o)
+        for (int64_t c = 0; c < G.c; ++c)
+          out[(tap * G.c + c) * G.o + o] = sum[(tap * G.o + o) * G.c + c];
   return ffi::Error::Success();
 }
 
