@@ -73,6 +73,21 @@ constexpr int64_t kChunkPositions = 96;
     JAXCOMP_FMA_V(t, 0) JAXCOMP_FMA_V(t, 1) JAXCOMP_FMA_V(t, 2) JAXCOMP_FMA_V(t, 3) \
   }
 
+// Calls body(xr, gr) for the output positions of rows [p0, p1), columns [q0, q1) of
+// image n and tap row i: xr points at x's channel c0 of the position's input pixel
+// (x column of q0: x_col0), gr at g's output channel o0 of the position.
+template <typename Body>
+__attribute__((always_inline)) inline void ForEachPosition(
+    const Geometry& G, const float* x, const float* g, int64_t c0, int64_t o0, int64_t n,
+    int64_t p0, int64_t p1, int64_t i, int64_t q0, int64_t q1, int64_t x_col0, Body&& body) {
+  const int64_t xstep = G.sw * G.c;
+  for (int64_t p = p0; p < p1; ++p) {
+    const float* xr = x + ((n * G.h + p * G.sh + i * G.dh - G.ph) * G.w + x_col0) * G.c + c0;
+    const float* gr = g + ((n * G.ho + p) * G.wo + q0) * G.o + o0;
+    for (int64_t q = q0; q < q1; ++q, xr += xstep, gr += G.o) body(xr, gr);
+  }
+}
+
 // dk_tap[c0 : c0 + CT, o0 : o0 + 8*OV] += the tap's x^T g over rows [p0, p1), columns [q0, q1)
 // of image n (x column of q0: x_col0).
 template <int CT, int OV, bool MASKED>
@@ -82,37 +97,24 @@ void Tile(const Geometry& G, const float* x, const float* g, float* dk_tap, int6
   static_assert(CT >= 1 && CT <= 6 && (OV == 1 || OV == 2 || OV == 4) && (!MASKED || OV == 1));
   JAXCOMP_FOR_TILE(JAXCOMP_DECLARE)
   JAXCOMP_FOR_TILE(JAXCOMP_LOAD)
-  const int64_t xstep = G.sw * G.c;
-  for (int64_t p = p0; p < p1; ++p) {
-    const float* xr = x + ((n * G.h + p * G.sh + i * G.dh - G.ph) * G.w + x_col0) * G.c + c0;
-    const float* gr = g + ((n * G.ho + p) * G.wo + q0) * G.o + o0;
-    for (int64_t q = q0; q < q1; ++q) {
-      const __m256 g0 = MASKED ? _mm256_maskload_ps(gr, mask) : _mm256_loadu_ps(gr);
-      const __m256 g1 = OV > 1 ? _mm256_loadu_ps(gr + 8) : g0;
-      const __m256 g2 = OV > 2 ? _mm256_loadu_ps(gr + 16) : g0;
-      const __m256 g3 = OV > 3 ? _mm256_loadu_ps(gr + 24) : g0;
-      JAXCOMP_FOR_TILE(JAXCOMP_FMA)
-      xr += xstep;
-      gr += G.o;
-    }
-  }
+  ForEachPosition(G, x, g, c0, o0, n, p0, p1, i, q0, q1, x_col0,
+                  [&](const float* xr, const float* gr) __attribute__((always_inline)) {
+    const __m256 g0 = MASKED ? _mm256_maskload_ps(gr, mask) : _mm256_loadu_ps(gr);
+    const __m256 g1 = OV > 1 ? _mm256_loadu_ps(gr + 8) : g0;
+    const __m256 g2 = OV > 2 ? _mm256_loadu_ps(gr + 16) : g0;
+    const __m256 g3 = OV > 3 ? _mm256_loadu_ps(gr + 24) : g0;
+    JAXCOMP_FOR_TILE(JAXCOMP_FMA)
+  });
   JAXCOMP_FOR_TILE(JAXCOMP_STORE)
 }
 
 using TileFn = void (*)(const Geometry&, const float*, const float*, float*, int64_t, int64_t,
                         __m256i, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 
+// Tile<ct, OV, MASKED> for ct = 1..6, by index ct - 1.
 template <int OV, bool MASKED>
-TileFn TileFor(int ct) {
-  switch (ct) {
-    case 1: return Tile<1, OV, MASKED>;
-    case 2: return Tile<2, OV, MASKED>;
-    case 3: return Tile<3, OV, MASKED>;
-    case 4: return Tile<4, OV, MASKED>;
-    case 5: return Tile<5, OV, MASKED>;
-    default: return Tile<6, OV, MASKED>;
-  }
-}
+constexpr TileFn kTiles[] = {Tile<1, OV, MASKED>, Tile<2, OV, MASKED>, Tile<3, OV, MASKED>,
+                             Tile<4, OV, MASKED>, Tile<5, OV, MASKED>, Tile<6, OV, MASKED>};
 
 // Narrow outputs (O < 8, e.g. a layer to RGB): a tile of 8*CV input channels x OT
 // output channels, vectors over the input channels of x (contiguous in NHWC) and
@@ -136,37 +138,26 @@ void NarrowTile(const Geometry& G, const float* x, const float* g, float* dkt_ta
   static_assert(OT >= 1 && OT <= 3 && (CV == 1 || CV == 2 || CV == 4));
   JAXCOMP_FOR_NARROW(JAXCOMP_N_DECLARE)
   JAXCOMP_FOR_NARROW(JAXCOMP_N_LOAD)
-  const int64_t xstep = G.sw * G.c;
-  for (int64_t p = p0; p < p1; ++p) {
-    const float* xr = x + ((n * G.h + p * G.sh + i * G.dh - G.ph) * G.w + x_col0) * G.c + c0;
-    const float* gr = g + ((n * G.ho + p) * G.wo + q0) * G.o + o0;
-    for (int64_t q = q0; q < q1; ++q) {
-      const __m256 xv0 = _mm256_loadu_ps(xr);
-      const __m256 xv1 = CV > 1 ? _mm256_loadu_ps(xr + 8) : xv0;
-      const __m256 xv2 = CV > 2 ? _mm256_loadu_ps(xr + 16) : xv0;
-      const __m256 xv3 = CV > 3 ? _mm256_loadu_ps(xr + 24) : xv0;
-      const __m256 gb0 = _mm256_broadcast_ss(gr);
-      const __m256 gb1 = OT > 1 ? _mm256_broadcast_ss(gr + 1) : gb0;
-      const __m256 gb2 = OT > 2 ? _mm256_broadcast_ss(gr + 2) : gb0;
-      JAXCOMP_FOR_NARROW(JAXCOMP_N_FMA)
-      xr += xstep;
-      gr += G.o;
-    }
-  }
+  ForEachPosition(G, x, g, c0, o0, n, p0, p1, i, q0, q1, x_col0,
+                  [&](const float* xr, const float* gr) __attribute__((always_inline)) {
+    const __m256 xv0 = _mm256_loadu_ps(xr);
+    const __m256 xv1 = CV > 1 ? _mm256_loadu_ps(xr + 8) : xv0;
+    const __m256 xv2 = CV > 2 ? _mm256_loadu_ps(xr + 16) : xv0;
+    const __m256 xv3 = CV > 3 ? _mm256_loadu_ps(xr + 24) : xv0;
+    const __m256 gb0 = _mm256_broadcast_ss(gr);
+    const __m256 gb1 = OT > 1 ? _mm256_broadcast_ss(gr + 1) : gb0;
+    const __m256 gb2 = OT > 2 ? _mm256_broadcast_ss(gr + 2) : gb0;
+    JAXCOMP_FOR_NARROW(JAXCOMP_N_FMA)
+  });
   JAXCOMP_FOR_NARROW(JAXCOMP_N_STORE)
 }
 
 using NarrowFn = void (*)(const Geometry&, const float*, const float*, float*, int64_t, int64_t,
                           int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 
+// NarrowTile<ot, CV> for ot = 1..3, by index ot - 1.
 template <int CV>
-NarrowFn NarrowFor(int ot) {
-  switch (ot) {
-    case 1: return NarrowTile<1, CV>;
-    case 2: return NarrowTile<2, CV>;
-    default: return NarrowTile<3, CV>;
-  }
-}
+constexpr NarrowFn kNarrowTiles[] = {NarrowTile<1, CV>, NarrowTile<2, CV>, NarrowTile<3, CV>};
 
 // Whether the narrow tiles (and a transposed dk) are used.
 bool Narrow(const Geometry& G) { return G.o < 8 && G.c % 8 == 0; }
@@ -236,11 +227,11 @@ void Accumulate(const Geometry& G, const Items& items, const float* x, const flo
               const int ot = static_cast<int>(std::min<int64_t>(3, ob1 - o0));
               int64_t c0 = 0;
               for (; c0 + 32 <= G.c; c0 += 32)
-                NarrowFor<4>(ot)(G, x, g, dk_tap, c0, o0, n, r0, r1, i, q0, q1, x_col0);
+                kNarrowTiles<4>[ot - 1](G, x, g, dk_tap, c0, o0, n, r0, r1, i, q0, q1, x_col0);
               for (; c0 + 16 <= G.c; c0 += 16)
-                NarrowFor<2>(ot)(G, x, g, dk_tap, c0, o0, n, r0, r1, i, q0, q1, x_col0);
+                kNarrowTiles<2>[ot - 1](G, x, g, dk_tap, c0, o0, n, r0, r1, i, q0, q1, x_col0);
               for (; c0 < G.c; c0 += 8)
-                NarrowFor<1>(ot)(G, x, g, dk_tap, c0, o0, n, r0, r1, i, q0, q1, x_col0);
+                kNarrowTiles<1>[ot - 1](G, x, g, dk_tap, c0, o0, n, r0, r1, i, q0, q1, x_col0);
             }
             continue;
           }
@@ -250,13 +241,13 @@ void Accumulate(const Geometry& G, const Items& items, const float* x, const flo
             int64_t o0 = ob0;
             if (G.c <= 3)
               for (; o0 + 32 <= ob1; o0 += 32)
-                TileFor<4, false>(ct)(G, x, g, dk_tap, c0, o0, mask, n, r0, r1, i, q0, q1, x_col0);
+                kTiles<4, false>[ct - 1](G, x, g, dk_tap, c0, o0, mask, n, r0, r1, i, q0, q1, x_col0);
             for (; o0 + 16 <= ob1; o0 += 16)
-              TileFor<2, false>(ct)(G, x, g, dk_tap, c0, o0, mask, n, r0, r1, i, q0, q1, x_col0);
+              kTiles<2, false>[ct - 1](G, x, g, dk_tap, c0, o0, mask, n, r0, r1, i, q0, q1, x_col0);
             for (; o0 + 8 <= ob1; o0 += 8)
-              TileFor<1, false>(ct)(G, x, g, dk_tap, c0, o0, mask, n, r0, r1, i, q0, q1, x_col0);
+              kTiles<1, false>[ct - 1](G, x, g, dk_tap, c0, o0, mask, n, r0, r1, i, q0, q1, x_col0);
             if (o0 < ob1)
-              TileFor<1, true>(ct)(G, x, g, dk_tap, c0, o0, mask, n, r0, r1, i, q0, q1, x_col0);
+              kTiles<1, true>[ct - 1](G, x, g, dk_tap, c0, o0, mask, n, r0, r1, i, q0, q1, x_col0);
           }
         }
       }
