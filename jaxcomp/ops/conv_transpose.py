@@ -13,10 +13,10 @@ Where every phase sees every input offset (stride 1; k = s), all phases are
 one convolution with `s*s*C_out` outputs. Otherwise one convolution would pad
 every phase to the union of their windows (the codecs' 5x5 kernels at stride 2:
 phases of 3x3, 3x2, 2x3 and 2x2 taps, 36 products where 25 are needed; 4x4 at
-stride 2: 36 for 16), so each phase is its own convolution with only its taps: the hyperprior's Adam step
-(N128 M192, 8 x 128^2) 859 -> 787 ms (one process, docs/performance.md). The
-convolutions are `ops.conv.conv_general_dilated`, whose kernel gradient runs
-fast on CPU.
+stride 2: 36 for 16), so each phase is its own convolution with only its taps:
+the hyperprior's Adam step (N128 M192, 8 x 128^2) 859 -> 787 ms (one process,
+docs/performance.md). The convolutions are `ops.conv.conv_general_dilated`,
+whose kernel gradient runs fast on CPU.
 """
 
 from __future__ import annotations

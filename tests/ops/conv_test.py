@@ -3,8 +3,8 @@
 The reference is JAX's own differentiation of `lax.conv_general_dilated`
 (`jax.vjp` / `jax.jvp` of it). Float32; both CPU forms of the kernel
 gradient (the C++ kernel of ops.conv_kernel_grad and the GEMM formulations)
-sum the same products in another order, so values agree to ~1e-7 relative to the largest
-entry; the tolerance is 1e-5 of it.
+sum the same products in another order, so values agree to ~1e-7 relative to
+the largest entry; the tolerance is 1e-5 of it.
 """
 
 from __future__ import annotations
