@@ -198,14 +198,15 @@ def _cpu_kernel_term(x: jax.Array, dk: jax.Array, *, geo: _Geometry,
 # use), an 8-device train step whose convolutions used the GEMM forms hit XLA's
 # collective-rendezvous timeout on 2 cores and aborted (jax 0.10.2, ResNet-32 with
 # sharded parameters: tests/configs/jpeg_dl_config_test.py), so there the kernel
-# term stays XLA's; real CPU training runs on one device. Tests of the forms
+# term stays XLA's (neither the GEMM forms nor the C++ kernel, which was not
+# re-tested there); real CPU training runs on one device. Tests of the forms
 # themselves set this to True.
 GEMM_ON_MULTI_DEVICE_CPU = False
 
 
 def _kernel_term(conv: Callable[..., jax.Array], geo: _Geometry | None,
                  dn: lax.ConvDimensionNumbers, x: jax.Array, dk: jax.Array) -> jax.Array:
-  """`conv(x, dk)`, linear in dk; on one CPU device in the form whose transpose is a fast GEMM."""
+  """`conv(x, dk)`, linear in dk; on one CPU device in a form whose transpose is fast (C++ / GEMM)."""
   xla = lambda x, dk: conv(x, dk, dimension_numbers=dn)
   if geo is None or (jax.device_count() > 1 and not GEMM_ON_MULTI_DEVICE_CPU):
     return xla(x, dk)
