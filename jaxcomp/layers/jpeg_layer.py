@@ -42,9 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcomp.ops import jpeg_transform
+from jaxcomp.ops import jpeg_dl_layer, jpeg_transform
 from jaxcomp.ops.jpeg_tables import check_quality, quality_tables
-from jaxcomp.ops.quantization import index_window, soft_quantize
+from jaxcomp.ops.quantization import index_window
 from jaxcomp.registry import Registry
 
 Q_MAX = 255.0        # upper clamp of the steps (JPEG_DL.md)
@@ -155,18 +155,24 @@ class JpegLayer(nn.Module):
       raise ValueError(f"unknown alpha_mode {self.alpha_mode!r}; expected {ALPHA_MODES.names()}")
     _check_input(x, self.num_channels)
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    stages = [_stage(self, self._round_params(r), x.dtype) for r in range(self.rounds)]
+    return jpeg_dl_layer.apply(x, *self._tables(x.dtype), self.num_candidates, self.band_size)
+
+  def _tables(self, dtype: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Every round's steps and alpha, [rounds, C, 8, 8], and index window [2, rounds, C, 8, 8]
+    (`jpeg_dl_layer.apply`)."""
     window = self.window()
-
-    def quantize_band(z):                      # [(1,) C, rows, B, nw, 8, 8]
-      for q, alpha in stages:
-        z = soft_quantize(z, q, alpha, num_candidates=self.num_candidates, **window)
-      return z
-
-    rows = jpeg_transform.rows_per_band(x.shape, self.band_size)
-    z = jpeg_transform.coefficients(x, x.shape[1], x.shape[2], rows)   # [bands, C, rows, ...]
-    z = quantize_band(z) if z.shape[0] == 1 else jax.lax.map(quantize_band, z)
-    return jpeg_transform.reconstruct(z, x.shape[1], x.shape[2], rows)
+    steps, alphas, windows = [], [], []
+    for r in range(self.rounds):
+      q, alpha = _stage(self, self._round_params(r), dtype)
+      lo, hi = index_window(q, num_candidates=self.num_candidates, bits=window["bits"],
+                            bound=window.get("bound"))
+      q, alpha, lo, hi = jnp.broadcast_arrays(q, jnp.asarray(alpha, dtype), lo, hi)
+      steps.append(q)
+      alphas.append(alpha)
+      windows.append(jnp.stack([lo, hi]))
+    shape = (self.rounds, self.num_channels, 8, 8)
+    return (jnp.stack(steps).reshape(shape), jnp.stack(alphas).reshape(shape),
+            jnp.stack(windows, axis=1).reshape(2, *shape))
 
 
 def _stage(layer: JpegLayer, p: dict, dtype) -> tuple[jax.Array, Any]:

@@ -1,12 +1,13 @@
 """jaxcomp's C++ CPU kernels (XLA FFI handlers): built once per machine, loaded, registered.
 
-The sources live in `jaxcomp/ops/csrc/` and are compiled on first use with the
-system's C++ compiler (`$CXX`, else `g++`) against the FFI headers jaxlib ships
-(`jax.ffi.include_dir()`), for x86-64 CPUs with AVX2 and FMA. The shared library
-goes to `$JAXCOMP_KERNEL_DIR`, else `~/.cache/jaxcomp/kernels`, named by a hash
-of the source, the flags, the compiler's version and jaxlib's version, so a
-change of any of them builds anew; it is written to a temporary file and
-renamed, so concurrent processes (pytest -n 2) never load a half-written one.
+The sources live in `jaxcomp/ops/csrc/` (with the headers they share) and are
+compiled on first use with the system's C++ compiler (`$CXX`, else `g++`) against
+the FFI headers jaxlib ships (`jax.ffi.include_dir()`), for x86-64 CPUs with AVX2
+and FMA. The shared library goes to `$JAXCOMP_KERNEL_DIR`, else
+`~/.cache/jaxcomp/kernels`, named by a hash of the source, the headers, the
+flags, the compiler's version and jaxlib's version, so a change of any of them
+builds anew; it is written to a temporary file and renamed, so concurrent
+processes (pytest -n 2) never load a half-written one.
 Building takes ~5 s of one core, once.
 
 Where a kernel cannot be had (no compiler, another CPU architecture, a failed
@@ -55,8 +56,9 @@ def _compiler_version(cxx: str) -> str:
 def _build(source: pathlib.Path, cxx: str) -> pathlib.Path:
   """Compiles `source` into the kernel folder (if not there yet); returns the library's path."""
   import jaxlib  # pylint: disable=g-import-not-at-top
+  headers = [h.read_bytes() for h in sorted(SOURCE_DIR.glob("*.h"))]   # shared by the sources
   key = hashlib.sha256(b"\0".join([
-      source.read_bytes(), " ".join(FLAGS).encode(), _compiler_version(cxx).encode(),
+      source.read_bytes(), *headers, " ".join(FLAGS).encode(), _compiler_version(cxx).encode(),
       jaxlib.__version__.encode()])).hexdigest()[:16]
   folder = pathlib.Path(os.environ.get("JAXCOMP_KERNEL_DIR") or DEFAULT_KERNEL_DIR).expanduser()
   path = folder / f"{source.stem}-{key}.so"

@@ -102,6 +102,13 @@ def soft_quantize(z: jax.Array, q: jax.Array, alpha: jax.Array | float, *,
   q = jnp.asarray(q, z.dtype)
   alpha = jnp.asarray(alpha, z.dtype)
   lo, hi = index_window(q, num_candidates=num_candidates, bits=bits, bound=bound)
+  return soft_quantize_window(z, q, alpha, lo, hi, num_candidates)
+
+
+def soft_quantize_window(z: jax.Array, q: jax.Array, alpha: jax.Array, lo: jax.Array,
+                         hi: jax.Array, num_candidates: int) -> jax.Array:
+  """`soft_quantize` with its index window given: `lo, hi` from `index_window`,
+  broadcastable to `z` (no gradient reaches them); `z`, `q`, `alpha` as there, unchecked."""
   return _soft_quantize(num_candidates, z, q, alpha, lo, hi)
 
 

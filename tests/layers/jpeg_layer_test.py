@@ -15,9 +15,21 @@ from jaxcomp.codecs import jpeg_files
 from jaxcomp.codecs.jpeg import jpeg
 from jaxcomp.layers import jpeg_layer, jpeg_table_recipes
 from jaxcomp.layers.jpeg_layer import JpegLayer
-from jaxcomp.ops import color
+from jaxcomp.ops import color, jpeg_dl_layer
 from jaxcomp.ops.jpeg_tables import LUMA_TABLE, quality_tables
 from jaxcomp.tasks import classification
+
+
+@pytest.fixture(params=["cpp", "xla"])
+def path(request, monkeypatch) -> str:
+  """The layer's map by the C++ CPU kernel (`ops.jpeg_dl_layer`) or by XLA's ops."""
+  if request.param == "xla":
+    monkeypatch.setattr(jpeg_dl_layer, "available", lambda: False)
+  elif not jpeg_dl_layer.available():
+    pytest.skip("the C++ kernel could not be built here (ops.cpu_kernels warned why)")
+  else:   # conftest's 8 CPU devices would keep XLA's formulation
+    monkeypatch.setattr(jpeg_dl_layer, "KERNEL_ON_MULTI_DEVICE_CPU", True)
+  return request.param
 
 
 def images(shape, seed=0):
@@ -58,7 +70,7 @@ def test_from_config_and_initial_tables():
     classification.build_jpeg_layer(cfg, 3)
 
 
-def test_hard_limit_is_jpeg_dl_pipeline_without_output_clamp():
+def test_hard_limit_is_jpeg_dl_pipeline_without_output_clamp(path):
   """alpha -> inf: round(z / q) q with the 8-bit index clamp, then the exact inverse."""
   x = images((2, 21, 35, 3))
   layer = JpegLayer(quality=30, alpha=1e4)
@@ -86,7 +98,7 @@ def test_hard_limit_is_jpeg_dl_pipeline_without_output_clamp():
   assert float(ring.min()) < 0.0 or float(ring.max()) > 1.0
 
 
-def test_steps_are_clamped_before_the_forward_pass():
+def test_steps_are_clamped_before_the_forward_pass(path):
   x = images((1, 8, 8, 3))
   layer = JpegLayer(alpha=1e-5)       # alpha q**2 ~ 0.7 at q = 255: soft, nonzero gradients
   params = layer.init(jax.random.key(0), x)["params"]
@@ -138,7 +150,7 @@ def test_finite_difference_gradient_wrt_tables():
       np.testing.assert_allclose(g_x[idx], fd, rtol=1e-4, atol=1e-7)
 
 
-def test_jit_vmap_grad():
+def test_jit_vmap_grad(path):
   layer = JpegLayer(alpha=0.1)
   x = images((3, 2, 16, 16, 3))
   variables = layer.init(jax.random.key(0), x[0])
@@ -151,7 +163,7 @@ def test_jit_vmap_grad():
   assert all(bool(jnp.any(g != 0)) for g in jax.tree.leaves(g_params))
 
 
-def test_band_loop_does_not_change_the_result():
+def test_band_loop_does_not_change_the_result(path):
   x = images((4, 40, 24, 3))                      # 5 block rows: bands of 1 row, one pass
   outs = []
   for band_size in (1, None):
@@ -186,7 +198,7 @@ def test_sharded_batch_matches_unsharded():
       a, b, rtol=0, atol=1e-2 * float(np.max(np.abs(b)))), grads_s, grads)
 
 
-def test_grey_layer_is_luma_only():
+def test_grey_layer_is_luma_only(path):
   layer = JpegLayer(num_channels=1, quality=50, alpha=1e4)
   x = images((2, 24, 16, 1))
   variables = layer.init(jax.random.key(0), x)

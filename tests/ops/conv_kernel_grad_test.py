@@ -81,6 +81,17 @@ def test_eager_call_equals_jitted():
   np.testing.assert_array_equal(np.asarray(eager), np.asarray(jitted))
 
 
+def test_repeated_calls_are_bitwise_equal():
+  """Slots of items are summed in a fixed order, whichever thread ran them."""
+  _, x_shape, kernel_hw, out_channels, strides, padding, dilation = GEOMETRIES[4]  # helpers
+  x, g = _operands(x_shape, kernel_hw, out_channels, strides, padding, dilation)
+  params = dict(strides=strides, padding=padding, dilation=dilation, kernel_hw=kernel_hw)
+  fn = jax.jit(lambda x, g: conv_kernel_grad.kernel_grad_p.bind(x, g, **params))
+  first = np.asarray(fn(x, g))
+  for _ in range(4):
+    np.testing.assert_array_equal(np.asarray(fn(x, g)), first)
+
+
 def test_derivatives_of_the_kernel_term_match_finite_differences():
   # kernel_term(x, dk) = conv(x, dk); its reverse mode in dk is the C++ kernel, in x
   # lax's input gradient; orders 1 and 2, forward and reverse, against central

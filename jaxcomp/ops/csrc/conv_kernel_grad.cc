@@ -9,21 +9,18 @@
 // positions with x read at a constant offset from the output position, a register
 // tile of CT input channels x 8*OV output channels accumulated by AVX2 FMAs. Work is
 // split into (image, block of output rows, block of output channels) items (`Cut`),
-// shared with helper tasks on XLA's intra-op thread pool (`Shared`). Built and loaded
-// by jaxcomp/ops/cpu_kernels.py; jaxcomp/ops/conv.py decides where it is used
-// (jaxcomp/ops/conv_kernel_grad.py wraps it as a JAX primitive).
+// in slots of consecutive items run on XLA's intra-op thread pool (parallel.h). Built
+// and loaded by jaxcomp/ops/cpu_kernels.py; jaxcomp/ops/conv.py decides where it is
+// used (jaxcomp/ops/conv_kernel_grad.py wraps it as a JAX primitive).
 
 #include <immintrin.h>
 
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <memory>
-#include <mutex>
 #include <vector>
 
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -255,43 +252,6 @@ void Accumulate(const Geometry& G, const Items& items, const float* x, const flo
   }
 }
 
-// The work of one call, shared by the calling thread and the helper tasks it schedules
-// on XLA's intra-op thread pool. Items are claimed one at a time from `next`. A helper
-// that starts after the caller has finished (`done`) does nothing, so the caller waits
-// only for helpers that are running: no deadlock when the pool is busy, and no helper
-// touches the output buffer (each sums into its own `partials` entry).
-struct Shared {
-  Geometry G;
-  Items cut;
-  const float* x;
-  const float* g;
-  int64_t items, size;
-  std::atomic<int64_t> next{0};
-  std::mutex mu;
-  std::condition_variable idle;
-  bool done = false;                           // guarded by mu
-  int active = 0;                              // guarded by mu
-  std::vector<std::vector<float>> partials;    // guarded by mu
-
-  void Work(float* dk) {
-    for (int64_t item = next.fetch_add(1); item < items; item = next.fetch_add(1))
-      Accumulate(G, cut, x, g, dk, item, item + 1);
-  }
-};
-
-void Help(const std::shared_ptr<Shared>& s) {
-  {
-    std::lock_guard<std::mutex> lock(s->mu);
-    if (s->done) return;
-    ++s->active;
-  }
-  std::vector<float> partial(s->size, 0.0f);
-  s->Work(partial.data());
-  std::lock_guard<std::mutex> lock(s->mu);
-  s->partials.push_back(std::move(partial));
-  if (--s->active == 0) s->idle.notify_all();
-}
-
 ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                               ffi::Buffer<ffi::F32> g, ffi::ResultBuffer<ffi::F32> dk,
                               int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
@@ -301,33 +261,34 @@ ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const auto kd = dk->dimensions();
   if (xd.size() != 4 || gd.size() != 4 || kd.size() != 4)
     return ffi::Error::InvalidArgument("conv_kernel_grad: x, g and dk must have rank 4");
-  auto s = std::make_shared<Shared>();
-  s->G = Geometry{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], gd[3], kd[0], kd[1],
-                  stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w};
-  const Geometry& G = s->G;
+  const Geometry G{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], gd[3], kd[0], kd[1],
+                   stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w};
   if (gd[0] != G.n || kd[2] != G.c || kd[3] != G.o || G.sh < 1 || G.sw < 1 ||
       G.dh < 1 || G.dw < 1)
     return ffi::Error::InvalidArgument("conv_kernel_grad: inconsistent shapes or geometry");
-  s->cut = Cut(G);
-  s->x = x.typed_data();
-  s->g = g.typed_data();
-  s->items = G.n * s->cut.count();
-  s->size = G.kh * G.kw * G.c * G.o;
+  const Items cut = Cut(G);
+  const int64_t items = G.n * cut.count();
+  const int64_t size = G.kh * G.kw * G.c * G.o;
   float* out = dk->typed_data();
-  std::memset(out, 0, s->size * sizeof(float));
+  std::memset(out, 0, size * sizeof(float));
   // Narrow outputs accumulate a transposed dk ([KH, KW, O, C]), transposed at the end.
-  std::vector<float> transposed(Narrow(G) ? s->size : 0, 0.0f);
+  std::vector<float> transposed(Narrow(G) ? size : 0, 0.0f);
   float* sum = Narrow(G) ? transposed.data() : out;
-  // Helpers: one per further pool thread, at most one per item and per ~4M multiply-adds.
-  const int64_t macs = G.n * G.ho * G.wo * s->size;
-  const int64_t helpers = std::min<int64_t>({pool.num_threads() - 1, s->items - 1, (macs >> 22) - 1});
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([s] { Help(s); });
-  s->Work(sum);
-  std::unique_lock<std::mutex> lock(s->mu);
-  s->done = true;
-  s->idle.wait(lock, [&] { return s->active == 0; });
-  for (const auto& p : s->partials)
-    for (int64_t k = 0; k < s->size; ++k) sum[k] += p[k];
+  // Slots of consecutive items, each summed into its own buffer and the buffers added
+  // in slot order: the result does not depend on which thread ran which slot. Four
+  // slots per pool thread (a thread that starts late leaves its share to the others),
+  // at most one per item and per ~4M multiply-adds.
+  const int64_t macs = G.n * G.ho * G.wo * size;
+  const int64_t slots = std::max<int64_t>(
+      1, std::min<int64_t>({4 * int64_t{pool.num_threads()}, items, macs >> 22}));
+  std::vector<std::vector<float>> partials(slots - 1, std::vector<float>(size, 0.0f));
+  const float *xp = x.typed_data(), *gp = g.typed_data();
+  jaxcomp::ParallelTasks(pool, slots, slots - 1, [&](int64_t slot) {
+    Accumulate(G, cut, xp, gp, slot == 0 ? sum : partials[slot - 1].data(),
+               items * slot / slots, items * (slot + 1) / slots);
+  });
+  for (const auto& p : partials)
+    for (int64_t k = 0; k < size; ++k) sum[k] += p[k];
   if (Narrow(G))
     for (int64_t tap = 0; tap < G.kh * G.kw; ++tap)
       for (int64_t o = 0; o < G.o; ++o)
