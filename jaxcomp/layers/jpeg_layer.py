@@ -8,7 +8,8 @@ blocks) around `rounds` cascaded
 soft quantize-dequantize stages (`jaxcomp.ops.quantization.soft_quantize`, L = 5
 candidates, b = 8 bits), each with its own tables; inverse DCT, crop, exact inverse
 colour transform, +128, /255. No clamp of the output (the classifier's normalisation
-follows, in `models.classifier.ImageClassifier`).
+follows, in `models.classifier.ImageClassifier`). The map runs as
+`jaxcomp.ops.jpeg_dl_layer.apply`: one C++ kernel on a CPU device, XLA's ops elsewhere.
 
 Parameters, `variables["params"]["round_{r}"]` for r = 0..rounds-1:
 - "luma_q" [8, 8] (Y steps) and "chroma_q" [8, 8] (shared by Cb and Cr): 128 per
@@ -100,13 +101,13 @@ class JpegLayer(nn.Module):
       authors' fixed clamp, which real JPEG never needs because its integer steps
       are >= 1 (b = 8 clips every |z| > 127 q: a luma DC step below 8.06 clips
       bright and dark blocks).
-    band_size: None (default) quantizes the whole batch in one pass; an integer runs
-      the quantizer over bands of block rows holding at most that many coefficients,
-      in a loop (the result does not depend on it; it bounds the quantizer's
-      temporaries). The loop was 2x faster on CPU while freed memory was page-faulted
-      in anew on every call; with `jaxcomp.cpu_allocator` keeping it, one pass is
-      faster (docs/performance.md: 29.9 against 35-38 ms per fwd+bwd step at
-      16x224x224, 126 against 143-156 ms at 64x224x224, equal at 256x32x32).
+    band_size: for the XLA formulation (`ops.jpeg_dl_layer.reference`: other
+      platforms, float64, several CPU devices): None (default) quantizes the whole
+      batch in one pass; an integer runs the quantizer over bands of block rows
+      holding at most that many coefficients, in a loop (the result does not depend
+      on it; it bounds the quantizer's temporaries; docs/performance.md: one pass
+      was faster with `jaxcomp.cpu_allocator`). The C++ kernel that runs on one CPU
+      device (`ops.jpeg_dl_layer`) has no such temporaries and ignores it.
   """
   num_channels: int = 3
   rounds: int = 1
