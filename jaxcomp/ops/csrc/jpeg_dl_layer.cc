@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -152,11 +153,12 @@ enum Field { kQ, kInvQ, kBeta, kLo, kHiFirst, kQ3, kG1 };
 
 struct Quantizer {
   int64_t L, fields;
-  std::vector<float> data;   // [R, C, fields, 64]
+  std::vector<float> data;       // [R, C, fields, 64]
+  std::vector<uint8_t> near;     // [R, C, 8]: row v of the table has G_1 < FLT_MIN
 
   Quantizer(const float* tables, int64_t rounds, int64_t channels, int64_t candidates)
       : L(candidates), fields(kG1 + std::max<int64_t>(candidates - 2, 0)),
-        data(rounds * channels * fields * 64) {
+        data(rounds * channels * fields * 64), near(rounds * channels * 8, 1) {
     const int64_t per_kind = rounds * channels * 64;
     for (int64_t rc = 0; rc < rounds * channels; ++rc)
       for (int64_t e = 0; e < 64; ++e) {
@@ -171,7 +173,15 @@ struct Quantizer {
         f[kQ3 * 64] = q * q * q;
         for (int64_t j = 1; j <= L - 2; ++j)
           f[(kG1 + j - 1) * 64] = float(std::exp(-2.0 * double(beta) * double(j)));
+        if (L < 3 || !(f[kG1 * 64] < FLT_MIN)) near[rc * 8 + e / 8] = 0;
       }
+  }
+
+  // Whether row v of round r, plane c is so hard (beta > ~44 in every entry) that the
+  // candidates two or more steps from the nearest one weigh exactly 0 (w_2 = w_1^2 G_1
+  // flushes to zero): `Quantize` then sums the nearest three only, with the same result.
+  bool Near(int64_t r, int64_t c, int64_t channels, int v) const {
+    return near[(r * channels + c) * 8 + v] != 0;
   }
 
   // The fields of round r, plane c; row v of field k is at + k * 64 + 8 * v.
@@ -187,7 +197,7 @@ struct Quantizer {
 // w_-1 take an exponential: w_(j+1) = w_j w_1 G_j (and the same in -d for negative j),
 // every factor <= 1 in a lane where candidate b + j exists (the others are masked
 // out), so nothing overflows however hard the quantizer.
-template <bool GRADS, int L>
+template <bool GRADS, int L, int J>
 inline __m256 Quantize(__m256 z, const float* f, int v, __m256* gz, __m256* gq, __m256* ga) {
   auto field = [&](int k) { return _mm256_loadu_ps(f + k * 64 + 8 * v); };
   const __m256 q = field(kQ), beta = field(kBeta);
@@ -205,7 +215,7 @@ inline __m256 Quantize(__m256 z, const float* f, int v, __m256* gz, __m256* gq, 
     const __m256 signed_two_d = side > 0 ? two_d : _mm256_sub_ps(_mm256_setzero_ps(), two_d);
     const __m256 w1 = Exp(_mm256_mul_ps(beta, _mm256_sub_ps(signed_two_d, one)));
     __m256 w = w1;
-    for (int j = 1; j < L; ++j) {
+    for (int j = 1; j < L && j <= J; ++j) {   // J: the farthest candidate summed
       // Candidate b + side j exists where c + side j lies in [0, L - 1].
       const __m256 exists = side > 0
           ? _mm256_cmp_ps(c, _mm256_set1_ps(float(L - 1 - j)), _CMP_LE_OQ)
@@ -369,13 +379,16 @@ void ForwardItem(const Shape& S, const Consts& K, const float* x, const Quantize
         const float* f = Qz.At(r, c, C);
         if (!SAVE) {
           for (int v = 0; v < 8; ++v)
-            z[v] = Quantize<false, L>(z[v], f, v, nullptr, nullptr, nullptr);
+            z[v] = Qz.Near(r, c, C, v)
+                       ? Quantize<false, L, 1>(z[v], f, v, nullptr, nullptr, nullptr)
+                       : Quantize<false, L, L - 1>(z[v], f, v, nullptr, nullptr, nullptr);
           continue;
         }
         float* rr = res + (((item * C + c) * S.nw + bj) * R + r) * S.fields * 64;
         for (int v = 0; v < 8; ++v) {
           __m256 dz, dq, da;
-          z[v] = Quantize<true, L>(z[v], f, v, &dz, &dq, &da);
+          z[v] = Qz.Near(r, c, C, v) ? Quantize<true, L, 1>(z[v], f, v, &dz, &dq, &da)
+                                     : Quantize<true, L, L - 1>(z[v], f, v, &dz, &dq, &da);
           _mm256_storeu_ps(rr + 8 * v, dz);
           _mm256_storeu_ps(rr + 64 + 8 * v, dq);
           if (S.fields == 3) _mm256_storeu_ps(rr + 128 + 8 * v, da);
