@@ -31,8 +31,9 @@ from jax import lax
 from jaxcomp.ops import cpu_kernels, dct, jpeg_transform
 from jaxcomp.ops.quantization import soft_quantize_window
 
-IN_SCALE, IN_SHIFT = 255.0, -128.0             # planes from [0, 1] pixels (jpeg_transform)
-OUT_SCALE, OUT_SHIFT = 1.0 / 255.0, 128.0 / 255.0
+# The kernel's affine maps pixels -> planes and back (`jpeg_transform`'s).
+IN_SCALE, IN_SHIFT = jpeg_transform.PIXEL_SCALE, jpeg_transform.LEVEL_SHIFT
+OUT_SCALE, OUT_SHIFT = 1.0 / IN_SCALE, -IN_SHIFT / IN_SCALE
 
 
 def _target(name: str) -> str | None:

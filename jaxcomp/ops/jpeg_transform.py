@@ -31,6 +31,9 @@ from jaxcomp.ops import chunking, color, dct
 
 # Added to Y, Cb, Cr after the -128 level shift (JPEG_DL.md; grey: Y only).
 CHROMA_OFFSETS = {3: (0.0, 0.5, 0.5), 1: (0.0,)}
+# Planes from [0, 1] pixels: PIXEL_SCALE x + LEVEL_SHIFT, then the colour transform;
+# pixels from planes: (planes - LEVEL_SHIFT) / PIXEL_SCALE after its inverse.
+PIXEL_SCALE, LEVEL_SHIFT = 255.0, -128.0
 
 
 def colour_matrix(num_channels: int) -> np.ndarray:
@@ -71,7 +74,7 @@ def coefficients(x: jax.Array, height: int, width: int, rows: int) -> jax.Array:
   """Banded DCT coefficients of [B, H, W, C] images in [0, 1] (`height`, `width` = H, W)."""
   del height, width
   c = x.shape[-1]
-  return _to_coefficients(x, colour_matrix(c), 255.0, -128.0, CHROMA_OFFSETS[c], rows)
+  return _to_coefficients(x, colour_matrix(c), PIXEL_SCALE, LEVEL_SHIFT, CHROMA_OFFSETS[c], rows)
 
 
 def _coefficients_fwd(x, height, width, rows):
@@ -81,7 +84,7 @@ def _coefficients_fwd(x, height, width, rows):
 def _coefficients_bwd(height, width, rows, _, ct):
   del rows
   c = ct.shape[1]
-  return (_to_pixels(ct, height, width, colour_matrix(c).T, (0.0,) * c, 255.0, 0.0),)
+  return (_to_pixels(ct, height, width, colour_matrix(c).T, (0.0,) * c, PIXEL_SCALE, 0.0),)
 
 
 coefficients.defvjp(_coefficients_fwd, _coefficients_bwd)
@@ -93,7 +96,7 @@ def reconstruct(z: jax.Array, height: int, width: int, rows: int) -> jax.Array:
   del rows                                    # = z.shape[2]; the VJP needs it statically
   c = z.shape[1]
   return _to_pixels(z, height, width, np.linalg.inv(colour_matrix(c)), CHROMA_OFFSETS[c],
-                    1.0 / 255.0, 128.0 / 255.0)
+                    1.0 / PIXEL_SCALE, -LEVEL_SHIFT / PIXEL_SCALE)
 
 
 def _reconstruct_fwd(z, height, width, rows):
@@ -103,7 +106,7 @@ def _reconstruct_fwd(z, height, width, rows):
 def _reconstruct_bwd(height, width, rows, _, ct):
   del height, width
   c = ct.shape[-1]
-  return (_to_coefficients(ct, np.linalg.inv(colour_matrix(c)).T, 1.0 / 255.0, 0.0,
+  return (_to_coefficients(ct, np.linalg.inv(colour_matrix(c)).T, 1.0 / PIXEL_SCALE, 0.0,
                            (0.0,) * c, rows),)
 
 
