@@ -20,6 +20,14 @@ times the training case (gradients with respect to the tables only).
 The jaxcomp side is `workloads.jpeg_layer` (benchmarks/workloads.py), shared
 with the accelerator suite. The load averages before and after are printed:
 figures for the README come from an idle machine only.
+
+Each timed call follows a pause (`--gap`, 50 ms) so that the other side's threads
+are idle when it starts: torch's libgomp threads spin for milliseconds after each
+kornia call by default, on the same two cores. Back to back (`--gap 0`), 2026-12-01
+00:52-00:56 UTC, 256x32x32: jaxcomp 6.94-7.40 ms right after kornia (73-74 ms);
+with torch's threads told to sleep instead (`OMP_WAIT_POLICY=PASSIVE`) 3.18-5.96 ms,
+kornia 67-105 ms; with the pause and the default policy jaxcomp 6.36-6.77 ms,
+kornia 66-84 ms.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ P.add_argument("--sizes", default="256x32x32,16x224x224", help="BxHxW,...")
 P.add_argument("--repeats", type=int, default=7)
 P.add_argument("--threads", type=int, default=2)
 P.add_argument("--no-kornia", action="store_true", help="time jaxcomp only")
+P.add_argument("--gap", type=float, default=0.05,
+               help="seconds of pause before each timed call (module docstring)")
 ARGS = P.parse_args()
 os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)   # before either framework starts
 if hasattr(os, "sched_setaffinity"):                 # XLA:CPU sizes its pool by affinity
@@ -75,7 +85,8 @@ def timed(run) -> float:
 
 def main() -> None:
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {ARGS.threads} threads, "
-        f"loadavg before {loadavg()}; {SETTINGS}")
+        f"{ARGS.gap * 1e3:.0f} ms before each timed call, loadavg before {loadavg()}; "
+        f"{SETTINGS}")
   for size in ARGS.sizes.split(","):
     b, h, w = (int(v) for v in size.split("x"))
     if h != w:
@@ -93,6 +104,7 @@ def main() -> None:
     times = {name: [] for name in runners}
     for _ in range(ARGS.repeats):
       for name, run in runners.items():
+        time.sleep(ARGS.gap)                          # the other side's threads go idle
         times[name].append(timed(run))
     print(f"\n{b}x{h}x{w} ({mpix:.3f} Mpix), compile {compile_s:.2f} s "
           f"(tables only: {compile_train_s:.2f} s), median of {ARGS.repeats}:")
