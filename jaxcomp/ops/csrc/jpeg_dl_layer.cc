@@ -42,7 +42,7 @@ namespace ffi = xla::ffi;
 namespace {
 
 struct Shape {
-  int64_t b, h, w, c, rounds, nh, nw, candidates;
+  int64_t b, h, w, c, rounds, nh, nw;
   int64_t fields;   // of the saved derivatives: dz, dq (2), and dalpha (3)
   int64_t Wp() const { return nw * 8; }
 };
@@ -461,20 +461,19 @@ struct ForwardItems {
   static constexpr auto kByCandidates = Table(std::make_index_sequence<kMaxCandidates>());
 };
 
-// The shape of x ([B, H, W, 1 or 3]) with R rounds and L candidates, and the constants.
+// The shape of x ([B, H, W, 1 or 3]) with R rounds and `fields` saved derivatives, and
+// the constants.
 ffi::Error Prepare(ffi::Span<const int64_t> xd, int64_t rounds, int64_t fields,
-                   ffi::Buffer<ffi::F32>& consts, int64_t candidates, float in_scale,
-                   float in_shift, float out_scale, float out_shift, Shape* S, Consts* K) {
+                   ffi::Buffer<ffi::F32>& consts, float in_scale, float in_shift,
+                   float out_scale, float out_shift, Shape* S, Consts* K) {
   if (xd.size() != 4 || (xd[3] != 1 && xd[3] != 3))
     return ffi::Error::InvalidArgument("jpeg_dl_layer: x must be [B, H, W, 1 or 3]");
   const int64_t c = xd[3];
   if (consts.element_count() != 64 + 2 * c * c + c)
     return ffi::Error::InvalidArgument("jpeg_dl_layer: consts must hold 64 + 2 C^2 + C values");
-  if (candidates < 1 || candidates > kMaxCandidates)
-    return ffi::Error::InvalidArgument("jpeg_dl_layer: num_candidates must be in 1..8");
   if (fields != 2 && fields != 3)
     return ffi::Error::InvalidArgument("jpeg_dl_layer: 2 or 3 saved derivatives per coefficient");
-  *S = Shape{xd[0], xd[1], xd[2], c, rounds, (xd[1] + 7) / 8, (xd[2] + 7) / 8, candidates, fields};
+  *S = Shape{xd[0], xd[1], xd[2], c, rounds, (xd[1] + 7) / 8, (xd[2] + 7) / 8, fields};
   const float* k = consts.typed_data();
   for (int i = 0; i < 64; ++i) K->d[i] = _mm256_set1_ps(k[i]);
   std::copy(k + 64, k + 64 + c * c, K->m);
@@ -518,17 +517,19 @@ ffi::Error Forward(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32>& x, ffi::Buffer<
   if (td.size() != 5 || td[0] != 4 || xd.size() != 4 || td[2] != xd[3] || td[3] != 8 ||
       td[4] != 8)
     return ffi::Error::InvalidArgument("jpeg_dl_layer: tables must be [4, R, C, 8, 8]");
+  if (candidates < 1 || candidates > kMaxCandidates)
+    return ffi::Error::InvalidArgument("jpeg_dl_layer: num_candidates must be in 1..8");
   Shape S;
   Consts K;
-  ffi::Error err = Prepare(xd, td[1], fields, consts, candidates, in_scale, in_shift,
-                           out_scale, out_shift, &S, &K);
+  ffi::Error err = Prepare(xd, td[1], fields, consts, in_scale, in_shift, out_scale, out_shift,
+                           &S, &K);
   if (err.failure()) return err;
   if (y_size != x.element_count() || (SAVE && res_size != ResidualSize(S)))
     return ffi::Error::InvalidArgument("jpeg_dl_layer: inconsistent output shapes");
   const float* xp = x.typed_data();
-  const Quantizer Qz(tables.typed_data(), S.rounds, S.c, S.candidates);
+  const Quantizer Qz(tables.typed_data(), S.rounds, S.c, candidates);
   const auto forward = (S.c == 3 ? ForwardItems<3, SAVE>::kByCandidates
-                                 : ForwardItems<1, SAVE>::kByCandidates)[S.candidates - 1];
+                                 : ForwardItems<1, SAVE>::kByCandidates)[candidates - 1];
   ForEachItem(pool, S, [&](int64_t item, std::vector<float>& scratch) {
     forward(S, K, xp, Qz, y, res, item, scratch);
   });
@@ -563,8 +564,8 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> res,
     return ffi::Error::InvalidArgument("jpeg_dl_layer: res must be [B, H/8, C, W/8, R, F, 64]");
   Shape S;
   Consts K;
-  ffi::Error err = Prepare(ct.dimensions(), rd[4], rd[5], consts, 1, in_scale, in_shift,
-                           out_scale, out_shift, &S, &K);
+  ffi::Error err = Prepare(ct.dimensions(), rd[4], rd[5], consts, in_scale, in_shift, out_scale,
+                           out_shift, &S, &K);
   if (err.failure()) return err;
   // gx holds the image gradient, or nothing (0 elements) where it is not wanted.
   if (res.element_count() != ResidualSize(S) ||
