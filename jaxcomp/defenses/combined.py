@@ -5,12 +5,14 @@ followed by `denoise_wavelet` in YCbCr with BayesShrink soft thresholding, and
 a final clip to [0, 1] so that the classifier sees valid images. Defaults are
 Table 4.1's: sigma = 0.04, window = 10, deflections = 100, db1.
 
-Every stage treats images independently, so the batch is processed a chunk of
-whole images at a time (`ops.chunking`, about `CHUNK_BYTES` of float32 pixels per
-chunk): the ~20 passes of the wavelet transform, thresholding and colour
-conversions then stay in cache (1.7x faster at 64x224x224 on 2 CPU cores,
-docs/performance.md). The deflections' uniforms are drawn for the whole batch
-first, so the result does not depend on the chunk size.
+On one CPU device (float32, the Haar wavelet, a given sigma) the whole defense
+after the draws is one C++ kernel, one image at a time in cache
+(`ops.haar_shrink`, docs/performance.md). Elsewhere every stage treats images
+independently, so the batch is processed a chunk of whole images at a time
+(`ops.chunking`, about `CHUNK_BYTES` of float32 pixels per chunk): the ~20 passes
+of the wavelet transform, thresholding and colour conversions then stay in cache.
+The deflections' uniforms are drawn for the whole batch first, so the result does
+not depend on the chunk size.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxcomp.defenses.pixel_deflection import check_arguments, deflect, draw
-from jaxcomp.defenses.wavelet import denoise_wavelet
-from jaxcomp.ops import chunking
+from jaxcomp.defenses.pixel_deflection import check_arguments, draw, moves
+from jaxcomp.defenses.wavelet import denoise_moved
 
 # Pixels (float32 bytes) per chunk of images: 4 images at 224x224 (measured best
 # of 1, 2, 4, 8 there).
@@ -48,17 +49,11 @@ def pd_rcam_dwt(images: jax.Array, key: jax.Array, *, rcam: jax.Array | None = N
     [B, H, W, 3] defended images in [0, 1].
   """
   check_arguments(images, deflections, window, rcam)
-  b, h, w, c = images.shape
-  u = draw(key, b, int(deflections)) if deflections else None
-
-  def defend(x, u_chunk, rcam_chunk):
-    if u_chunk is not None:
-      x = deflect(x, jnp.moveaxis(u_chunk, 0, 1), rcam_chunk, window=int(window))
-    x = denoise_wavelet(x, sigma=sigma, wavelet=wavelet, mode=mode,
-                        wavelet_levels=wavelet_levels, convert2ycbcr=convert2ycbcr,
-                        method=method, rescale_sigma=rescale_sigma)
-    return jnp.clip(x, 0.0, 1.0)
-
-  chunk = chunking.images_per_chunk(b, h * w * c * 4, chunk_bytes)
-  return chunking.map_chunks(defend, chunk, images,
-                             None if u is None else jnp.moveaxis(u, 1, 0), rcam)
+  b, h, w, _ = images.shape
+  if deflections:
+    dest, src = moves(draw(key, b, int(deflections)), rcam, height=h, width=w, window=int(window))
+  else:
+    dest = src = jnp.zeros((b, 0), jnp.int32)
+  return denoise_moved(images, dest, src, sigma=sigma, wavelet=wavelet, mode=mode,
+                       wavelet_levels=wavelet_levels, convert2ycbcr=convert2ycbcr, method=method,
+                       rescale_sigma=rescale_sigma, clip=True, chunk_bytes=chunk_bytes)

@@ -68,11 +68,11 @@ def _uniform_int(u: jax.Array, lo: jax.Array | int, hi: jax.Array | int) -> jax.
   return jnp.minimum(lo + jnp.floor(u * (hi - lo + 1)).astype(jnp.int32), hi)
 
 
-def picks(u: jax.Array, rcam: jax.Array | None, *, height: int, width: int, window: int
-          ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """The attempts of `draw`'s uniforms `u` [5, B, K]: flat indices of the picked pixels
-  and of their sources, [B, K] each, and the attempt number (-1 where R-CAM vetoes it)."""
-  b, deflections = u.shape[1:]
+def moves(u: jax.Array, rcam: jax.Array | None, *, height: int, width: int, window: int
+          ) -> tuple[jax.Array, jax.Array]:
+  """The attempts of `draw`'s uniforms `u` [5, B, K] as pixel moves: flat indices of the
+  picked pixels `dest` and of their sources `src`, [B, K] int32 each, in attempt order;
+  dest = H * W (moves nothing) where R-CAM vetoes the attempt (`move_pixels`)."""
   h, w = height, width
   py, px = _uniform_int(u[0], 0, h - 1), _uniform_int(u[1], 0, w - 1)
   if window > min(h, w):  # Algorithm 2: the whole image is the neighbourhood
@@ -80,34 +80,51 @@ def picks(u: jax.Array, rcam: jax.Array | None, *, height: int, width: int, wind
   else:  # uniform over the window clipped to the image
     ny = _uniform_int(u[2], jnp.maximum(py - window, 0), jnp.minimum(py + window, h - 1))
     nx = _uniform_int(u[3], jnp.maximum(px - window, 0), jnp.minimum(px + window, w - 1))
-  p, n = py * w + px, ny * w + nx
-  attempt = jnp.broadcast_to(jnp.arange(deflections), (b, deflections))
+  dest, src = py * w + px, ny * w + nx
   if rcam is not None:
-    v = jnp.take_along_axis(rcam.reshape(b, -1), p, axis=1)
-    attempt = jnp.where(v < u[4], attempt, -1)
-  return p, n, attempt
+    b = u.shape[1]
+    v = jnp.take_along_axis(rcam.reshape(b, -1), dest, axis=1)
+    dest = jnp.where(v < u[4], dest, h * w)
+  return dest, src
+
+
+def move_pixels(images: jax.Array, dest: jax.Array, src: jax.Array) -> jax.Array:
+  """Pixel dest[b, k] of image b takes the value of its pixel src[b, k] in `images`.
+
+  Args:
+    images: [B, H, W, C].
+    dest, src: [B, K] integer flat pixel indices (row * W + column); the moves apply
+      in order k = 0 .. K - 1 and a later move to the same pixel wins, as in the
+      sequential loop; every value is read from `images`, so moves do not chain; a
+      dest outside [0, H W) moves nothing.
+
+  Returns:
+    [B, H, W, C], every pixel written at most once.
+  """
+  b, h, w, c = images.shape
+  deflections = dest.shape[-1]
+  valid = (dest >= 0) & (dest < h * w)
+  # A move wins unless a later valid move writes the same pixel: found by a [K, K]
+  # comparison of an image's moves when that is smaller than the image, else by a
+  # scatter-max of the move number into an [H * W] map.
+  rows = jnp.arange(b)[:, None]
+  if deflections * deflections <= h * w:
+    later = jnp.arange(deflections)[None, :] > jnp.arange(deflections)[:, None]    # [k, j]: j > k
+    overwritten = jnp.any(later & (dest[:, :, None] == dest[:, None, :]) & valid[:, None, :],
+                          axis=-1)
+    wins = valid & ~overwritten
+  else:
+    order = jnp.where(valid, jnp.arange(deflections), -1)
+    winner = jnp.full((b, h * w), -1, jnp.int32).at[rows, dest].max(order, mode="drop")
+    wins = valid & (jnp.take_along_axis(winner, jnp.clip(dest, 0, h * w - 1), axis=1) == order)
+  flat = images.reshape(b, h * w, c)
+  values = jnp.take_along_axis(flat, jnp.clip(src, 0, h * w - 1)[..., None], axis=1)  # [B, K, C]
+  dest = jnp.where(wins, dest, h * w)  # out of range: dropped
+  return flat.at[rows, dest].set(values, mode="drop", unique_indices=True).reshape(images.shape)
 
 
 def deflect(images: jax.Array, u: jax.Array, rcam: jax.Array | None, *, window: int
             ) -> jax.Array:
   """Pixel deflection of `images` [B, H, W, C] with the uniforms `u` [5, B, K] of `draw`."""
-  b, h, w, c = images.shape
-  deflections = u.shape[-1]
-  p, n, attempt = picks(u, rcam, height=h, width=w, window=window)
-  # An attempt wins unless a later attempt deflects the same pixel (the last one
-  # wins, as in the sequential loop), so every pixel is written at most once:
-  # found by a [K, K] comparison of an image's attempts when that is smaller than
-  # the image, else by a scatter-max of the attempt number into an [H * W] map.
-  rows = jnp.arange(b)[:, None]
-  if deflections * deflections <= h * w:
-    later = jnp.arange(deflections)[None, :] > jnp.arange(deflections)[:, None]    # [k, j]: j > k
-    overwritten = jnp.any(later & (p[:, :, None] == p[:, None, :]) & (attempt[:, None, :] >= 0),
-                          axis=-1)
-    wins = (attempt >= 0) & ~overwritten
-  else:
-    winner = jnp.full((b, h * w), -1, jnp.int32).at[rows, p].max(attempt)
-    wins = (attempt >= 0) & (jnp.take_along_axis(winner, p, axis=1) == attempt)
-  flat = images.reshape(b, h * w, c)
-  values = jnp.take_along_axis(flat, n[..., None], axis=1)  # [B, K, C] from the original
-  dest = jnp.where(wins, p, h * w)  # out of range: dropped
-  return flat.at[rows, dest].set(values, mode="drop", unique_indices=True).reshape(images.shape)
+  h, w = images.shape[1:3]
+  return move_pixels(images, *moves(u, rcam, height=h, width=w, window=window))

@@ -39,7 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcomp.ops import dwt
+from jaxcomp.defenses.pixel_deflection import move_pixels
+from jaxcomp.ops import chunking, dwt, haar_shrink
 
 # skimage.color.colorconv.ycbcr_from_rgb and its offsets (ITU-R BT.601, studio swing).
 YCBCR_FROM_RGB = np.array([[65.481, 128.553, 24.966],
@@ -50,6 +51,8 @@ YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
 _MAD_TO_SIGMA = 0.6744897501960817
 
 _METHODS = ("BayesShrink", "VisuShrink")
+# PyWavelets' names of the Haar wavelet, which the C++ kernel computes (`ops.haar_shrink`).
+HAAR_NAMES = ("db1", "haar")
 _MODES = ("soft", "hard")
 
 
@@ -69,6 +72,12 @@ def ycbcr_to_rgb(ycbcr: jax.Array) -> jax.Array:
   """skimage.color.ycbcr2rgb, the inverse of `rgb_to_ycbcr`."""
   inv = np.linalg.inv(YCBCR_FROM_RGB)
   return _mix(ycbcr, inv, -inv @ YCBCR_OFFSET)
+
+
+def ycbcr_sigma(sigma: np.ndarray, rescale_sigma: bool) -> np.ndarray:
+  """A [3] RGB sigma in YCbCr units: skimage's `_rescale_sigma_rgb2ycbcr`,
+  `var_c = sum_j A_cj^2 var_j`, when `rescale_sigma`; else sigma as it is."""
+  return np.sqrt((YCBCR_FROM_RGB ** 2) @ (sigma ** 2)) if rescale_sigma else sigma
 
 
 def estimate_sigma_mad(detail: jax.Array) -> jax.Array:
@@ -106,6 +115,14 @@ def plane_reduce(x: jax.Array, op) -> jax.Array:
   return op(jax.lax.optimization_barrier(rows), axis=1).reshape(b, 1, 1, c)
 
 
+def levels(height: int, width: int, wavelet: str, wavelet_levels: int | None) -> int:
+  """The number of DWT levels: `wavelet_levels`, or skimage's default for None,
+  `max(dwtn_max_level(H, W) - 3, 1)`."""
+  if wavelet_levels is not None:
+    return int(wavelet_levels)
+  return max(min(dwt.dwt_max_level(height, wavelet), dwt.dwt_max_level(width, wavelet)) - 3, 1)
+
+
 def _threshold(d: jax.Array, t: jax.Array, mode: str) -> jax.Array:
   if mode == "soft":
     return jnp.sign(d) * jnp.maximum(jnp.abs(d) - t, 0.0)
@@ -125,8 +142,7 @@ def wavelet_threshold(x: jax.Array, sigma: jax.Array | None, *, wavelet: str, mo
     [B, H, W, C] denoised images.
   """
   h, w = x.shape[1:3]
-  if wavelet_levels is None:
-    wavelet_levels = max(min(dwt.dwt_max_level(h, wavelet), dwt.dwt_max_level(w, wavelet)) - 3, 1)
+  wavelet_levels = levels(h, w, wavelet, wavelet_levels)
   coeffs = dwt.wavedec2(x, wavelet, level=wavelet_levels, axes=(1, 2))
   if sigma is None:
     sigma = estimate_sigma_mad(coeffs[-1][2])
@@ -163,12 +179,39 @@ def denoise_wavelet(images: jax.Array, *, sigma: float | Sequence[float] | None 
     rescale_sigma: scale a given sigma into YCbCr units (skimage >= 0.16 meaning).
 
   Returns:
-    [B, H, W, C] denoised images, same dtype, not clipped.
+    [B, H, W, C] denoised images, same dtype, not clipped. The Haar wavelet with a
+    given sigma on 3 channels in float32 runs as one C++ kernel on CPU
+    (`ops.haar_shrink`, `denoise_moved`).
+  """
+  empty = jnp.zeros((images.shape[0], 0), jnp.int32)
+  return denoise_moved(images, empty, empty, sigma=sigma, wavelet=wavelet, mode=mode,
+                       wavelet_levels=wavelet_levels, convert2ycbcr=convert2ycbcr, method=method,
+                       rescale_sigma=rescale_sigma, clip=False, chunk_bytes=None)
+
+
+def denoise_moved(images: jax.Array, dest: jax.Array, src: jax.Array, *,
+                  sigma: float | Sequence[float] | None, wavelet: str, mode: str,
+                  wavelet_levels: int | None, convert2ycbcr: bool, method: str,
+                  rescale_sigma: bool, clip: bool, chunk_bytes: int | None) -> jax.Array:
+  """`denoise_wavelet` of the images after pixel moves (`pixel_deflection.move_pixels`).
+
+  Args:
+    images: [B, H, W, C] float images.
+    dest, src: [B, K] flat pixel indices of the moves (K may be 0).
+    sigma ... rescale_sigma: `denoise_wavelet`'s.
+    clip: clip the result to [0, 1].
+    chunk_bytes: the XLA formulation runs over chunks of about this many float32
+      bytes of images (`ops.chunking`); None: the whole batch at once.
+
+  Returns:
+    [B, H, W, C]. With the Haar wavelet, a given sigma, 3 channels and float32 images
+    whose sides the levels divide, one C++ kernel on one CPU device
+    (`ops.haar_shrink`); XLA's formulation otherwise, and for the gradient.
   """
   chex.assert_rank(images, 4)
   if not jnp.issubdtype(images.dtype, jnp.floating):
     raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
-  c = images.shape[-1]
+  b, h, w, c = images.shape
   if convert2ycbcr and c != 3:
     raise ValueError(f"convert2ycbcr needs 3 RGB channels, got images of shape {images.shape}")
   if method not in _METHODS:
@@ -183,8 +226,39 @@ def denoise_wavelet(images: jax.Array, *, sigma: float | Sequence[float] | None 
         np.asarray(sigma, np.float64)
     if sigma.shape != (c,) or np.any(sigma < 0):
       raise ValueError(f"sigma must be >= 0, a scalar or one per channel ({c}), got {sigma}")
+  settings = dict(sigma=sigma, wavelet=wavelet, mode=mode, wavelet_levels=wavelet_levels,
+                  convert2ycbcr=convert2ycbcr, method=method, rescale_sigma=rescale_sigma)
 
+  def one_chunk(x, dest, src):
+    x = _denoise(move_pixels(x, dest, src), **settings)
+    return jnp.clip(x, 0.0, 1.0) if clip else x
+
+  def reference(x, dest, src):
+    chunk = b if chunk_bytes is None else chunking.images_per_chunk(b, h * w * c * 4, chunk_bytes)
+    return chunking.map_chunks(one_chunk, chunk, x, dest, src)
+
+  n_levels = levels(h, w, wavelet, wavelet_levels)
+  if (sigma is None or wavelet not in HAAR_NAMES
+      or not haar_shrink.supported(images.shape, images.dtype, n_levels)):
+    return reference(images, dest, src)
+  if convert2ycbcr:
+    sigma = ycbcr_sigma(sigma, rescale_sigma)
+    colour, offset = YCBCR_FROM_RGB, YCBCR_OFFSET
+  else:
+    colour, offset = np.eye(3), np.zeros(3)
+  config = haar_shrink.Shrinkage(
+      sigma=tuple(float(v) for v in sigma), levels=n_levels, ycbcr=bool(convert2ycbcr),
+      colour=tuple(colour.ravel().tolist()), offset=tuple(offset.tolist()), method=method,
+      mode=mode, clip=bool(clip))
+  return haar_shrink.apply(images, dest, src, config, reference)
+
+
+def _denoise(images: jax.Array, *, sigma: np.ndarray | None, wavelet: str, mode: str,
+             wavelet_levels: int | None, convert2ycbcr: bool, method: str,
+             rescale_sigma: bool) -> jax.Array:
+  """`denoise_wavelet` in XLA's ops, the arguments checked (sigma: [C] or None)."""
   kw = dict(wavelet=wavelet, mode=mode, wavelet_levels=wavelet_levels, method=method)
+  c = images.shape[-1]
   batch_channels = (images.shape[0], c)
   if not convert2ycbcr:
     sig = None if sigma is None else jnp.broadcast_to(jnp.asarray(sigma, images.dtype),
@@ -198,8 +272,6 @@ def denoise_wavelet(images: jax.Array, *, sigma: float | Sequence[float] | None 
   scale = jnp.where(constant, 1.0, scale)
   sig = None
   if sigma is not None:
-    if rescale_sigma:  # skimage _rescale_sigma_rgb2ycbcr: var_c = sum_j A_cj^2 var_j
-      sigma = np.sqrt((YCBCR_FROM_RGB ** 2) @ (sigma ** 2))
-    sig = jnp.asarray(sigma, images.dtype) / scale[:, 0, 0, :]
+    sig = jnp.asarray(ycbcr_sigma(sigma, rescale_sigma), images.dtype) / scale[:, 0, 0, :]
   den = wavelet_threshold((y - lo) / scale, sig, **kw) * scale + lo
   return ycbcr_to_rgb(jnp.where(constant, y, den))

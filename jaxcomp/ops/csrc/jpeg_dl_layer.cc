@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "parallel.h"
+#include "rgb.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -246,36 +247,17 @@ inline __m256 Quantize(__m256 z, const float* f, int v, __m256* gz, __m256* gq, 
   return _mm256_mul_ps(q, _mm256_add_ps(b, mean));
 }
 
-// 8 RGB pixels <-> their three channels: a, b, c = the 24 interleaved floats.
-inline void Deinterleave(__m256 a, __m256 b, __m256 c, __m256* rgb) {
-  const __m256i r = _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5);
-  const __m256i g = _mm256_setr_epi32(1, 4, 7, 2, 5, 0, 3, 6);
-  const __m256i bl = _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7);
-  rgb[0] = _mm256_permutevar8x32_ps(_mm256_blend_ps(_mm256_blend_ps(a, b, 0x92), c, 0x24), r);
-  rgb[1] = _mm256_permutevar8x32_ps(_mm256_blend_ps(_mm256_blend_ps(a, b, 0x24), c, 0x49), g);
-  rgb[2] = _mm256_permutevar8x32_ps(_mm256_blend_ps(_mm256_blend_ps(a, b, 0x49), c, 0x92), bl);
-}
-
-inline void Interleave(const __m256* rgb, float* dst) {
-  const __m256 r = _mm256_permutevar8x32_ps(rgb[0], _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5));
-  const __m256 g = _mm256_permutevar8x32_ps(rgb[1], _mm256_setr_epi32(5, 0, 3, 6, 1, 4, 7, 2));
-  const __m256 b = _mm256_permutevar8x32_ps(rgb[2], _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7));
-  _mm256_storeu_ps(dst, _mm256_blend_ps(_mm256_blend_ps(r, g, 0x92), b, 0x24));
-  _mm256_storeu_ps(dst + 8, _mm256_blend_ps(_mm256_blend_ps(r, g, 0x24), b, 0x49));
-  _mm256_storeu_ps(dst + 16, _mm256_blend_ps(_mm256_blend_ps(r, g, 0x49), b, 0x92));
-}
-
 // Channels of 8 consecutive pixels from interleaved memory, and back.
 template <int C>
 inline void LoadPixels(const float* src, __m256* ch) {
-  if (C == 3) Deinterleave(_mm256_loadu_ps(src), _mm256_loadu_ps(src + 8),
+  if (C == 3) jaxcomp::Deinterleave(_mm256_loadu_ps(src), _mm256_loadu_ps(src + 8),
                            _mm256_loadu_ps(src + 16), ch);
   else ch[0] = _mm256_loadu_ps(src);
 }
 
 template <int C>
 inline void StorePixels8(const __m256* ch, float* dst) {
-  if (C == 3) Interleave(ch, dst);
+  if (C == 3) jaxcomp::Interleave(ch, dst);
   else _mm256_storeu_ps(dst, ch[0]);
 }
 
