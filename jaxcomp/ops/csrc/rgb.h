@@ -16,13 +16,20 @@ inline void Deinterleave(__m256 a, __m256 b, __m256 c, __m256* rgb) {
   rgb[2] = _mm256_permutevar8x32_ps(_mm256_blend_ps(_mm256_blend_ps(a, b, 0x49), c, 0x92), bl);
 }
 
-inline void Interleave(const __m256* rgb, float* dst) {
+// The three channels of 8 pixels as the 24 interleaved floats out[0..2].
+inline void Interleave(const __m256* rgb, __m256* out) {
   const __m256 r = _mm256_permutevar8x32_ps(rgb[0], _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5));
   const __m256 g = _mm256_permutevar8x32_ps(rgb[1], _mm256_setr_epi32(5, 0, 3, 6, 1, 4, 7, 2));
   const __m256 b = _mm256_permutevar8x32_ps(rgb[2], _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7));
-  _mm256_storeu_ps(dst, _mm256_blend_ps(_mm256_blend_ps(r, g, 0x92), b, 0x24));
-  _mm256_storeu_ps(dst + 8, _mm256_blend_ps(_mm256_blend_ps(r, g, 0x24), b, 0x49));
-  _mm256_storeu_ps(dst + 16, _mm256_blend_ps(_mm256_blend_ps(r, g, 0x49), b, 0x92));
+  out[0] = _mm256_blend_ps(_mm256_blend_ps(r, g, 0x92), b, 0x24);
+  out[1] = _mm256_blend_ps(_mm256_blend_ps(r, g, 0x24), b, 0x49);
+  out[2] = _mm256_blend_ps(_mm256_blend_ps(r, g, 0x49), b, 0x92);
+}
+
+inline void Interleave(const __m256* rgb, float* dst) {
+  __m256 out[3];
+  Interleave(rgb, out);
+  for (int q = 0; q < 3; ++q) _mm256_storeu_ps(dst + 8 * q, out[q]);
 }
 
 }  // namespace jaxcomp
