@@ -80,6 +80,10 @@ inline float HorizontalSum(__m256 v) {
 
 // One level of the forward transform on rows r0, r1 (2 n samples each): row i of the
 // four sub-bands (n samples each); adds the details' sums of squares to sumsq[0..2].
+// SPLIT: the rows' first 16 floor(n / 8) samples come in groups of 8 with the 4 even
+// samples first, then the 4 odd ones (`LoadRow<., true>`), so the even / odd split is
+// one exchange of 128-bit halves instead of a shuffle and a lane-crossing permutation.
+template <bool SPLIT>
 void ForwardRows(const float* r0, const float* r1, int64_t n, float* ll, float* hl, float* lh,
                  float* hh, double* sumsq) {
   const __m256 half = _mm256_set1_ps(0.5f);
@@ -88,7 +92,10 @@ void ForwardRows(const float* r0, const float* r1, int64_t n, float* ll, float* 
   for (; j + 8 <= n; j += 8) {
     const __m256 a0 = _mm256_loadu_ps(r0 + 2 * j), a1 = _mm256_loadu_ps(r0 + 2 * j + 8);
     const __m256 b0 = _mm256_loadu_ps(r1 + 2 * j), b1 = _mm256_loadu_ps(r1 + 2 * j + 8);
-    const __m256 e0 = Evens(a0, a1), o0 = Odds(a0, a1), e1 = Evens(b0, b1), o1 = Odds(b0, b1);
+    const __m256 e0 = SPLIT ? _mm256_permute2f128_ps(a0, a1, 0x20) : Evens(a0, a1);
+    const __m256 o0 = SPLIT ? _mm256_permute2f128_ps(a0, a1, 0x31) : Odds(a0, a1);
+    const __m256 e1 = SPLIT ? _mm256_permute2f128_ps(b0, b1, 0x20) : Evens(b0, b1);
+    const __m256 o1 = SPLIT ? _mm256_permute2f128_ps(b0, b1, 0x31) : Odds(b0, b1);
     const __m256 s0 = _mm256_add_ps(e0, o0), d0 = _mm256_sub_ps(e0, o0);
     const __m256 s1 = _mm256_add_ps(e1, o1), d1 = _mm256_sub_ps(e1, o1);
     const __m256 vhl = _mm256_mul_ps(half, _mm256_sub_ps(s0, s1));
@@ -122,7 +129,10 @@ void ForwardRows(const float* r0, const float* r1, int64_t n, float* ll, float* 
 // The thresholding of a detail coefficient (module comment).
 template <bool SOFT>
 inline __m256 Shrink(__m256 d, __m256 t) {
-  if (SOFT) return _mm256_sub_ps(d, _mm256_min_ps(_mm256_max_ps(d, _mm256_sub_ps(_mm256_setzero_ps(), t)), t));
+  if (SOFT) {   // d - clamp(d, -t, t)
+    const __m256 minus_t = _mm256_sub_ps(_mm256_setzero_ps(), t);
+    return _mm256_sub_ps(d, _mm256_min_ps(_mm256_max_ps(d, minus_t), t));
+  }
   const __m256 keep = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), d), t, _CMP_GE_OQ);
   return _mm256_and_ps(d, keep);
 }
@@ -132,8 +142,8 @@ inline float Shrink(float d, float t) {
   return std::fabs(d) >= t ? d : 0.0f;
 }
 
-// The inverse of `ForwardRows`, the details thresholded at t[0..2] on the way.
-template <bool SOFT>
+// The inverse of `ForwardRows<SPLIT>`, the details thresholded at t[0..2] on the way.
+template <bool SOFT, bool SPLIT>
 void InverseRows(const float* ll, const float* hl, const float* lh, const float* hh,
                  const float* t, int64_t n, float* r0, float* r1) {
   const __m256 half = _mm256_set1_ps(0.5f);
@@ -150,6 +160,13 @@ void InverseRows(const float* ll, const float* hl, const float* lh, const float*
     const __m256 o0 = _mm256_mul_ps(half, _mm256_sub_ps(s0, d0));
     const __m256 e1 = _mm256_mul_ps(half, _mm256_add_ps(s1, d1));
     const __m256 o1 = _mm256_mul_ps(half, _mm256_sub_ps(s1, d1));
+    if (SPLIT) {
+      _mm256_storeu_ps(r0 + 2 * j, _mm256_permute2f128_ps(e0, o0, 0x20));
+      _mm256_storeu_ps(r0 + 2 * j + 8, _mm256_permute2f128_ps(e0, o0, 0x31));
+      _mm256_storeu_ps(r1 + 2 * j, _mm256_permute2f128_ps(e1, o1, 0x20));
+      _mm256_storeu_ps(r1 + 2 * j + 8, _mm256_permute2f128_ps(e1, o1, 0x31));
+      continue;
+    }
     const __m256 lo0 = _mm256_unpacklo_ps(e0, o0), hi0 = _mm256_unpackhi_ps(e0, o0);
     const __m256 lo1 = _mm256_unpacklo_ps(e1, o1), hi1 = _mm256_unpackhi_ps(e1, o1);
     _mm256_storeu_ps(r0 + 2 * j, _mm256_permute2f128_ps(lo0, hi0, 0x20));
@@ -184,6 +201,8 @@ struct Layout {
 
 // Row `row` of image `x` (interleaved RGB) as three planes p[c][0 .. W), the moved pixels
 // patched in (`moves` sorted by destination from `*next` on); updates the planes' min/max.
+// The first 16 floor(W / 16) samples come in groups of 8 with the even pixels first
+// (`ForwardRows<true>`), the rest in order.
 template <bool YCBCR>
 void LoadRow(const Config& K, const float* x, int64_t row,
              const std::vector<std::pair<int32_t, int32_t>>& moves, size_t* next,
@@ -199,12 +218,12 @@ void LoadRow(const Config& K, const float* x, int64_t row,
   }
   int64_t j = 0;
   const float* ahead = x + std::min(row + kPrefetchRows, K.h - 1) * K.w * 3;
-  for (; j + 8 <= K.w; j += 8) {
+  for (; j < K.w / 16 * 16; j += 8) {
     for (int q = 0; q < 24; q += 16)
       _mm_prefetch(reinterpret_cast<const char*>(ahead + 3 * j + q), _MM_HINT_T0);
     __m256 rgb[3];
-    jaxcomp::Deinterleave(_mm256_loadu_ps(src + 3 * j), _mm256_loadu_ps(src + 3 * j + 8),
-                          _mm256_loadu_ps(src + 3 * j + 16), rgb);
+    jaxcomp::Deinterleave<true>(_mm256_loadu_ps(src + 3 * j), _mm256_loadu_ps(src + 3 * j + 8),
+                                _mm256_loadu_ps(src + 3 * j + 16), rgb);
     for (int c = 0; c < 3; ++c) {
       __m256 v = rgb[c];
       if (YCBCR) {
@@ -232,12 +251,13 @@ void LoadRow(const Config& K, const float* x, int64_t row,
 // Three planes' row p[c][0 .. W) back to interleaved RGB (clipped to [0, 1] if asked).
 // Where the row is 32-byte aligned the stores bypass the cache (the output is not read
 // again here), so no cache line is read before it is written.
+// The planes' samples are ordered as `LoadRow` leaves them (`InverseRows<., true>`).
 template <bool YCBCR>
 void StoreRow(const Config& K, float* const* p, float* y) {
   const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
   const bool stream = (reinterpret_cast<uintptr_t>(y) & 31) == 0;
   int64_t j = 0;
-  for (; j + 8 <= K.w; j += 8) {
+  for (; j < K.w / 16 * 16; j += 8) {
     __m256 v[3], rgb[3];
     for (int c = 0; c < 3; ++c) v[c] = _mm256_loadu_ps(p[c] + j);
     for (int i = 0; i < 3; ++i) {
@@ -249,12 +269,11 @@ void StoreRow(const Config& K, float* const* p, float* y) {
       }
       if (K.clip) rgb[i] = _mm256_min_ps(_mm256_max_ps(rgb[i], zero), one);
     }
-    if (stream) {
-      __m256 out[3];
-      jaxcomp::Interleave(rgb, out);
-      for (int q = 0; q < 3; ++q) _mm256_stream_ps(y + 3 * j + 8 * q, out[q]);
-    } else {
-      jaxcomp::Interleave(rgb, y + 3 * j);
+    __m256 out[3];
+    jaxcomp::Interleave<true>(rgb, out);
+    for (int q = 0; q < 3; ++q) {
+      if (stream) _mm256_stream_ps(y + 3 * j + 8 * q, out[q]);
+      else _mm256_storeu_ps(y + 3 * j + 8 * q, out[q]);
     }
   }
   for (; j < K.w; ++j)
@@ -325,8 +344,9 @@ void Image(const Config& K, const Layout& L, const float* x, const int32_t* dest
     LoadRow<YCBCR>(K, x, 2 * i, moves, &next, copy, p0, vlo, vhi, slo, shi);
     LoadRow<YCBCR>(K, x, 2 * i + 1, moves, &next, copy, p1, vlo, vhi, slo, shi);
     for (int c = 0; c < 3; ++c)
-      ForwardRows(p0[c], p1[c], w1, L.Band(s, 1, c, 0) + i * w1, L.Band(s, 1, c, 1) + i * w1,
-                  L.Band(s, 1, c, 2) + i * w1, L.Band(s, 1, c, 3) + i * w1, &sumsq[c * 3]);
+      ForwardRows<true>(p0[c], p1[c], w1, L.Band(s, 1, c, 0) + i * w1,
+                        L.Band(s, 1, c, 1) + i * w1, L.Band(s, 1, c, 2) + i * w1,
+                        L.Band(s, 1, c, 3) + i * w1, &sumsq[c * 3]);
   }
   float lo[3], hi[3];
   for (int c = 0; c < 3; ++c) {
@@ -344,9 +364,10 @@ void Image(const Config& K, const Layout& L, const float* x, const int32_t* dest
     for (int c = 0; c < 3; ++c) {
       const float* prev = L.Band(s, l - 1, c, 0);
       for (int64_t i = 0; i < (h >> l); ++i)
-        ForwardRows(prev + 2 * i * wp, prev + (2 * i + 1) * wp, wl, L.Band(s, l, c, 0) + i * wl,
-                    L.Band(s, l, c, 1) + i * wl, L.Band(s, l, c, 2) + i * wl,
-                    L.Band(s, l, c, 3) + i * wl, &sumsq[((l - 1) * 3 + c) * 3]);
+        ForwardRows<false>(prev + 2 * i * wp, prev + (2 * i + 1) * wp, wl,
+                           L.Band(s, l, c, 0) + i * wl, L.Band(s, l, c, 1) + i * wl,
+                           L.Band(s, l, c, 2) + i * wl, L.Band(s, l, c, 3) + i * wl,
+                           &sumsq[((l - 1) * 3 + c) * 3]);
     }
   }
   std::vector<float> t(levels * 9);
@@ -358,14 +379,14 @@ void Image(const Config& K, const Layout& L, const float* x, const int32_t* dest
       float* prev = L.Band(s, l - 1, c, 0);
       const float* tc = &t[((l - 1) * 3 + c) * 3];
       for (int64_t i = 0; i < (h >> l); ++i)
-        InverseRows<SOFT>(L.Band(s, l, c, 0) + i * wl, L.Band(s, l, c, 1) + i * wl,
+        InverseRows<SOFT, false>(L.Band(s, l, c, 0) + i * wl, L.Band(s, l, c, 1) + i * wl,
                           L.Band(s, l, c, 2) + i * wl, L.Band(s, l, c, 3) + i * wl, tc, wl,
                           prev + 2 * i * wp, prev + (2 * i + 1) * wp);
     }
   }
   for (int64_t i = 0; i < h / 2; ++i) {
     for (int c = 0; c < 3; ++c)
-      InverseRows<SOFT>(L.Band(s, 1, c, 0) + i * w1, L.Band(s, 1, c, 1) + i * w1,
+      InverseRows<SOFT, true>(L.Band(s, 1, c, 0) + i * w1, L.Band(s, 1, c, 1) + i * w1,
                         L.Band(s, 1, c, 2) + i * w1, L.Band(s, 1, c, 3) + i * w1, &t[c * 3], w1,
                         p0[c], p1[c]);
     StoreRow<YCBCR>(K, p0, y + 2 * i * w * 3);
