@@ -39,6 +39,12 @@ Only the way the two linear terms of its JVP are written differs:
   All three are `jax.checkpoint`ed: only x is kept for the backward pass.
 Convolutions with input dilation, batch groups or other than two spatial
 dimensions keep XLA's kernel term everywhere.
+
+* Value, on CPU only, for tiny outputs (at most `SMALL_OUTPUT` pixels per image,
+  no feature groups: the hyperprior's h_a / h_s on 8x8 latents): the convolution
+  itself and its input term are the "columns" GEMM, so that the input gradient
+  is a GEMM and a sum of shifted slices. XLA:CPU rewrites such convolutions
+  into a batch-minor form that runs a naive loop (2-4 GFLOP/s).
 """
 
 from __future__ import annotations
@@ -179,13 +185,17 @@ def _uses_cpp_kernel(dtype: Any, geo: _Geometry) -> bool:
 
 
 def _cpu_kernel_term(x: jax.Array, dk: jax.Array, *, geo: _Geometry,
-                     dn: lax.ConvDimensionNumbers, out_dtype: Any) -> jax.Array:
-  """conv(x, dk) in the layouts of `dn`: the C++ kernel's primitive, or a GEMM form."""
+                     dn: lax.ConvDimensionNumbers, out_dtype: Any,
+                     columns: bool = False) -> jax.Array:
+  """conv(x, dk) in the layouts of `dn`: the "columns" GEMM form where `columns`, else the
+  C++ kernel's primitive where it applies, else the layer's GEMM form."""
   x = jnp.transpose(x, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))
   dk = jnp.transpose(dk, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))
   dtype = jnp.promote_types(jnp.result_type(x, dk), jnp.float32)  # accumulate in >= float32
   x, dk = x.astype(dtype), dk.astype(dtype)
-  if _uses_cpp_kernel(dtype, geo):
+  if columns:
+    y = _columns_term(x, dk, geo)
+  elif _uses_cpp_kernel(dtype, geo):
     y = conv_kernel_grad.kernel_term(x, dk, geo.strides, geo.padding, geo.dilation)
   else:
     term = _columns_term if _uses_columns(dk.shape, geo.groups) else _chunked_term
@@ -204,15 +214,46 @@ def _cpu_kernel_term(x: jax.Array, dk: jax.Array, *, geo: _Geometry,
 GEMM_ON_MULTI_DEVICE_CPU = False
 
 
+# Convolutions with at most this many output pixels per image (Ho * Wo) are, on one CPU
+# device, im2col + one GEMM in value and in both gradients: XLA:CPU rewrites such tiny
+# convolutions (a 5x5 window over a 2x2 or 4x4 output, the input gradient of a stride-2
+# layer onto 8x8) into a batch-minor form ("01fb_o01i->f01b") that runs a naive loop,
+# 2-4 GFLOP/s: 104 ms of the hyperprior's ~850 ms training step went to six of them
+# (docs/performance.md).
+SMALL_OUTPUT = 16
+
+
+def _small_output(geo: _Geometry | None, dn: lax.ConvDimensionNumbers,
+                  x_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> bool:
+  """Whether a convolution's value is the "columns" GEMM form on one CPU device
+  (`SMALL_OUTPUT`)."""
+  if geo is None or geo.groups != 1:
+    return False
+  x_nhwc = tuple(x_shape[d] for d in (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))
+  k_hwio = tuple(k_shape[d] for d in (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))
+  ho, wo = geo.out_size(x_nhwc, k_hwio)
+  return ho * wo <= SMALL_OUTPUT
+
+
+def _on_one_cpu(conv: Callable[..., jax.Array], dn: lax.ConvDimensionNumbers, x: jax.Array,
+                k: jax.Array, *, geo: _Geometry, columns: bool) -> jax.Array:
+  """`conv(x, k)`; on one CPU device `_cpu_kernel_term` instead (`jax.checkpoint`ed: only
+  x is kept for the backward pass)."""
+  xla = lambda x, k: conv(x, k, dimension_numbers=dn)
+  if jax.device_count() > 1 and not GEMM_ON_MULTI_DEVICE_CPU:
+    return xla(x, k)
+  out_dtype = jax.eval_shape(xla, x, k).dtype
+  cpu = jax.checkpoint(functools.partial(_cpu_kernel_term, geo=geo, dn=dn, out_dtype=out_dtype,
+                                         columns=columns))
+  return lax.platform_dependent(x, k, cpu=cpu, default=xla)
+
+
 def _kernel_term(conv: Callable[..., jax.Array], geo: _Geometry | None,
                  dn: lax.ConvDimensionNumbers, x: jax.Array, dk: jax.Array) -> jax.Array:
   """`conv(x, dk)`, linear in dk; on one CPU device in a form whose transpose is fast (C++ / GEMM)."""
-  xla = lambda x, dk: conv(x, dk, dimension_numbers=dn)
-  if geo is None or (jax.device_count() > 1 and not GEMM_ON_MULTI_DEVICE_CPU):
-    return xla(x, dk)
-  out_dtype = jax.eval_shape(xla, x, dk).dtype
-  cpu = jax.checkpoint(functools.partial(_cpu_kernel_term, geo=geo, dn=dn, out_dtype=out_dtype))
-  return lax.platform_dependent(x, dk, cpu=cpu, default=xla)
+  if geo is None:
+    return conv(x, dk, dimension_numbers=dn)
+  return _on_one_cpu(conv, dn, x, dk, geo=geo, columns=False)
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, padding: Any,
@@ -260,16 +301,21 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
   swapped = lax.ConvDimensionNumbers(dn.lhs_spec, (in_dim, out_dim) + dn.rhs_spec[2:],
                                      dn.out_spec)
 
+  value = conv
+  if _small_output(geo, dn, lhs.shape, rhs.shape):
+    value = lambda x, k, dimension_numbers: _on_one_cpu(conv, dimension_numbers, x, k, geo=geo,
+                                                        columns=True)
+
   @jax.custom_jvp
   def f(x, k):
-    return conv(x, k, dimension_numbers=dn)
+    return value(x, k, dimension_numbers=dn)
 
   def f_jvp(primals, tangents):
     x, k = primals
     dx, dk = tangents
     terms = []
     if not isinstance(dx, SymbolicZero):  # the same convolution, kernel axes relabelled
-      terms.append(conv(dx, jnp.swapaxes(k, out_dim, in_dim), dimension_numbers=swapped))
+      terms.append(value(dx, jnp.swapaxes(k, out_dim, in_dim), dimension_numbers=swapped))
     if not isinstance(dk, SymbolicZero):
       terms.append(_kernel_term(conv, geo, dn, x, dk))
     y = f(x, k)

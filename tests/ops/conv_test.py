@@ -81,17 +81,24 @@ CASES = [
      dict(window_strides=(2, 3), padding=((-1, 2), (3, -1)), rhs_dilation=(3, 2))),
     ("nchw_oihw", (3, 4, 9, 10), (12, 4, 3, 3), dict(window_strides=(2, 2), padding=SAME1,
                                                      dimension_numbers=("NCHW", "OIHW", "NCHW"))),
+    # The hyperprior's h_a on 8x8 latents: outputs of 4x4 and 2x2 pixels, whose value is
+    # the "columns" GEMM on CPU (conv.SMALL_OUTPUT).
+    ("small_output_5x5s2", (2, 8, 8, 8), (5, 5, 8, 12), dict(window_strides=(2, 2),
+                                                             padding=((2, 2), (2, 2)))),
+    ("small_output_2x2_nchw", (2, 8, 4, 4), (8, 8, 5, 5),
+     dict(window_strides=(2, 2), padding=((2, 2), (2, 2)),
+          dimension_numbers=("NCHW", "OIHW", "NCHW"))),
 ]
 BY_ID = {c[0]: c for c in CASES}
 # The default suite runs these (compiling both sides' derivatives takes seconds
 # of CPU per case); every case runs with -m slow.
-FAST = {"groups4_odd_pad", "projection1x1s2"}
+FAST = {"groups4_odd_pad", "projection1x1s2", "small_output_5x5s2"}
 # Cases whose kernel gradient takes the chunked form (the others: columns).
 CHUNKED = ["resnet3x3", "resnet3x3s2", "depthwise3x3", "depthwise3x3s2_x2",
            "groups4_odd_pad", "dilated_same", "codec5x5s2", "codec9x9s4", "transpose_to_rgb",
-           "negative_pad_mixed", "nchw_oihw"]
+           "negative_pad_mixed", "nchw_oihw", "small_output_5x5s2"]
 SECOND_ORDER = ["rgb_stem", "resnet3x3s2", "depthwise3x3s2_x2", "projection1x1s2",
-                "groups4_odd_pad", "dilated_same", "nchw_oihw"]
+                "groups4_odd_pad", "dilated_same", "nchw_oihw", "small_output_2x2_nchw"]
 
 
 def _params(ids: list[str], fast: set[str]) -> list:
@@ -157,7 +164,8 @@ def test_chunk_is_the_largest_divisor_within_the_budget(monkeypatch):
 
 # The default suite's second-order cases: a grouped one (GEMM forms only) and an
 # ungrouped one the C++ kernel takes; every pair runs with -m slow.
-SECOND_ORDER_FAST = {("gemm", "depthwise3x3s2_x2"), ("cpp", "resnet3x3s2")}
+SECOND_ORDER_FAST = {("gemm", "depthwise3x3s2_x2"), ("cpp", "resnet3x3s2"),
+                     ("cpp", "small_output_2x2_nchw")}
 
 
 @pytest.mark.parametrize("form_id,case_id", [
@@ -240,6 +248,23 @@ def test_cpu_kernel_gradient_compiles_without_convolutions(form):
   hlo = jax.jit(lambda x, g: jax.vjp(lambda k: ours(x, k), k)[1](g)[0]).lower(x, g).compile()
   assert "convolution(" not in hlo.as_text()
   assert ("custom-call" in hlo.as_text()) == (form == "cpp")
+
+
+def test_small_outputs_are_gemms_on_cpu_and_convolutions_elsewhere():
+  """Value, input and kernel gradients of a convolution with <= SMALL_OUTPUT output
+  pixels compile to GEMMs on CPU, not to XLA:CPU's naive batch-minor convolution;
+  lowered for a GPU they stay XLA's convolutions."""
+  x, k, _, ours = _case(BY_ID["small_output_5x5s2"])
+  step = jax.jit(jax.value_and_grad(lambda x, k: jnp.sum(jnp.sin(ours(x, k))), (0, 1)))
+  if jax.default_backend() == "cpu":
+    hlo = step.lower(x, k).compile().as_text()
+    assert "convolution(" not in hlo and " dot(" in hlo
+  gpu = step.trace(x, k).lower(lowering_platforms=("cuda",)).as_text()
+  assert "stablehlo.convolution" in gpu and "stablehlo.dot_general" not in gpu
+  # One more output pixel: XLA's convolution again.
+  bigger = _case(("", (2, 10, 8, 8), (5, 5, 8, 12), dict(window_strides=(2, 2),
+                                                          padding=((2, 2), (2, 2)))))
+  assert "stablehlo.convolution" in jax.jit(bigger[3]).lower(*bigger[:2]).as_text()
 
 
 def test_string_padding_with_input_dilation_raises():
