@@ -96,14 +96,14 @@ def move_pixels(images: jax.Array, dest: jax.Array, src: jax.Array) -> jax.Array
     dest, src: [B, K] integer flat pixel indices (row * W + column); the moves apply
       in order k = 0 .. K - 1 and a later move to the same pixel wins, as in the
       sequential loop; every value is read from `images`, so moves do not chain; a
-      dest outside [0, H W) moves nothing.
+      move whose dest or src lies outside [0, H W) moves nothing.
 
   Returns:
     [B, H, W, C], every pixel written at most once.
   """
   b, h, w, c = images.shape
   deflections = dest.shape[-1]
-  valid = (dest >= 0) & (dest < h * w)
+  valid = (dest >= 0) & (dest < h * w) & (src >= 0) & (src < h * w)
   # A move wins unless a later valid move writes the same pixel: found by a [K, K]
   # comparison of an image's moves when that is smaller than the image, else by a
   # scatter-max of the move number into an [H * W] map.

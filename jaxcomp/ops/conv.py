@@ -215,7 +215,8 @@ GEMM_ON_MULTI_DEVICE_CPU = False
 
 
 # Convolutions with at most this many output pixels per image (Ho * Wo) are, on one CPU
-# device, im2col + one GEMM in value and in both gradients: XLA:CPU rewrites such tiny
+# device, im2col + one GEMM in value and input gradient (the kernel gradient stays the
+# C++ kernel's): XLA:CPU rewrites such tiny
 # convolutions (a 5x5 window over a 2x2 or 4x4 output, the input gradient of a stride-2
 # layer onto 8x8) into a batch-minor form ("01fb_o01i->f01b") that runs a naive loop,
 # 2-4 GFLOP/s: 104 ms of the hyperprior's ~850 ms training step went to six of them

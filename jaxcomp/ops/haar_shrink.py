@@ -110,8 +110,8 @@ def apply(x: jax.Array, dest: jax.Array, src: jax.Array, config: Shrinkage,
   Args:
     x: [B, H, W, 3] float32 RGB images, `supported(x.shape, x.dtype, config.levels)`.
     dest, src: [B, K] integer flat pixel indices: pixel dest[k] of an image takes the
-      value of its input pixel src[k], k in order (the last write wins); a dest
-      outside [0, H W) moves nothing.
+      value of its input pixel src[k], k in order (the last write wins); a move whose
+      dest or src lies outside [0, H W) moves nothing (`pixel_deflection.move_pixels`).
     config: the shrinkage (`Shrinkage`).
     reference: `(x, dest, src) -> y`, the same map in XLA ops.
 

@@ -87,12 +87,15 @@ def test_matches_skimage_and_the_xla_formulation(images, kwargs):
 
 
 def _moves(b, h, w, k, seed):
-  """[b, k] moves with repeated destinations, vetoed ones (dest = H W) and negatives."""
+  """[b, k] moves with repeated destinations, vetoed ones (dest = H W), negatives and
+  sources out of range (both skip the move)."""
   rng = np.random.default_rng(seed)
   dest = rng.integers(0, h * w // 8, (b, k))            # few pixels: many repeats
   dest[:, ::7] = h * w
   dest[:, 3::11] = -5
-  return jnp.asarray(dest, jnp.int32), jnp.asarray(rng.integers(0, h * w, (b, k)), jnp.int32)
+  src = rng.integers(0, h * w, (b, k))
+  src[:, 5::13] = h * w + 3
+  return jnp.asarray(dest, jnp.int32), jnp.asarray(src, jnp.int32)
 
 
 @pytest.mark.parametrize("clip", [False, True])

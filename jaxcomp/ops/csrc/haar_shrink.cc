@@ -6,8 +6,8 @@
 // JaxcompHaarShrink(x, dest, src, consts) -> y, with
 //   x: [B, H, W, 3] float32 RGB, H and W divisible by 2^levels;
 //   dest, src: [B, K] int32 flat pixel indices: pixel dest[k] takes the value of pixel
-//     src[k] of the input, for k in order (a later write to a pixel wins); dest outside
-//     [0, H W) is skipped (K may be 0);
+//     src[k] of the input, for k in order (a later write to a pixel wins); a move with
+//     dest or src outside [0, H W) is skipped (K may be 0);
 //   consts: [27] float32: sigma per plane (in the planes' units), the colour matrix
 //     M[c][i] and offsets off[c] (planes = M rgb + off), its inverse Minv[i][c] and
 //     offsets moff[i] (rgb = Minv planes + moff);
