@@ -214,6 +214,12 @@ def _cpu_kernel_term(x: jax.Array, dk: jax.Array, *, geo: _Geometry,
 GEMM_ON_MULTI_DEVICE_CPU = False
 
 
+# XLA:CPU runs convolutions with fewer output channels than this at 10-20 GFLOP/s (a
+# layer to RGB; ~110 with 128): forms that would make such convolutions are avoided
+# (`_uses_phases`, `ops.conv_transpose`).
+NARROW_CHANNELS = 8
+
+
 # Convolutions with at most this many output pixels per image (Ho * Wo) are, on one CPU
 # device, im2col + one GEMM in value and input gradient (the kernel gradient stays the
 # C++ kernel's): XLA:CPU rewrites such tiny
@@ -241,12 +247,68 @@ def _on_one_cpu(conv: Callable[..., jax.Array], dn: lax.ConvDimensionNumbers, x:
   """`conv(x, k)`; on one CPU device `_cpu_kernel_term` instead (`jax.checkpoint`ed: only
   x is kept for the backward pass)."""
   xla = lambda x, k: conv(x, k, dimension_numbers=dn)
-  if jax.device_count() > 1 and not GEMM_ON_MULTI_DEVICE_CPU:
-    return xla(x, k)
   out_dtype = jax.eval_shape(xla, x, k).dtype
   cpu = jax.checkpoint(functools.partial(_cpu_kernel_term, geo=geo, dn=dn, out_dtype=out_dtype,
                                          columns=columns))
-  return lax.platform_dependent(x, k, cpu=cpu, default=xla)
+  return _cpu_or(xla, cpu, x, k)
+
+
+def _cpu_or(default: Callable[..., jax.Array], cpu: Callable[..., jax.Array], x: jax.Array,
+            k: jax.Array) -> jax.Array:
+  """`default(x, k)`; on one CPU device `cpu(x, k)` (`lax.platform_dependent`)."""
+  if jax.device_count() > 1 and not GEMM_ON_MULTI_DEVICE_CPU:
+    return default(x, k)
+  return lax.platform_dependent(x, k, cpu=cpu, default=default)
+
+
+def _uses_phases(geo: _Geometry | None, plain_value: bool, in_channels: int) -> bool:
+  """Whether the input term is `_phase_term` on one CPU device: strided, undilated
+  convolutions whose value is XLA's (not the `SMALL_OUTPUT` columns form), of inputs
+  with at least `NARROW_CHANNELS` channels (the phases' input gradients have as many
+  output channels)."""
+  return (geo is not None and plain_value and geo.strides != (1, 1)
+          and geo.dilation == (1, 1) and in_channels >= NARROW_CHANNELS)
+
+
+def _phase_term(conv_with: Callable[..., jax.Array], geo: _Geometry,
+                dn: lax.ConvDimensionNumbers, out_dim: int, in_dim: int, dx: jax.Array,
+                k: jax.Array) -> jax.Array:
+  """The strided convolution `conv(dx, k)` as a sum of stride-1 convolutions, one per
+  stride phase of dx; `dn` labels the kernel with its feature axes swapped (as the
+  plain input term does).
+
+  Tap i of an axis reads `dx[s*(o + q) + r]` (`_axis_taps`): the taps of phase r are
+  every s-th tap (a strided slice of k) with consecutive q, so phase r contributes a
+  stride-1 convolution of `dx[r::s]` padded by (-q_first, Ho - 1 + q_last - (len - 1))
+  (negative padding crops). Its transpose, the input gradient, is stride-1 input
+  gradients and an interleave: XLA:CPU runs the input gradient of a strided
+  convolution as an input-dilated convolution through a slow path (the hyperprior's
+  g_a 5x5 stride-2 128 -> 128 layer at 64^2: 80.4 -> 57.1 ms, docs/performance.md).
+  """
+  lhs_axes, rhs_axes = dn.lhs_spec[2:], dn.rhs_spec[2:]
+  out_size = geo.out_size(tuple(dx.shape[d] for d in (dn.lhs_spec[0], *lhs_axes,
+                                                      dn.lhs_spec[1])),
+                          tuple(k.shape[d] for d in (*rhs_axes, in_dim, out_dim)))
+  axes = [_axis_taps(dx.shape[a], k.shape[b], s, 1, pad[0])
+          for a, b, s, pad in zip(lhs_axes, rhs_axes, geo.strides, geo.padding)]
+  k = jnp.swapaxes(k, out_dim, in_dim)
+  terms = []
+  for r in np.ndindex(*geo.strides):
+    x_r, k_r, pads = dx, k, []
+    for a, b, s, taps, r_a, o_a in zip(lhs_axes, rhs_axes, geo.strides, axes, r, out_size):
+      mine = [(i, q) for i, q, ph in zip(*taps) if ph == r_a]
+      if not mine:
+        break
+      x_r = lax.slice_in_dim(x_r, r_a, None, s, axis=a)
+      k_r = lax.slice_in_dim(k_r, mine[0][0], mine[-1][0] + 1, s, axis=b)
+      pads.append((-mine[0][1], o_a - 1 + mine[-1][1] - (x_r.shape[a] - 1)))
+    else:
+      terms.append(conv_with(x_r, k_r, window_strides=(1, 1), padding=tuple(pads),
+                             rhs_dilation=(1, 1), dimension_numbers=dn))
+  if not terms:  # no tap reads dx (an input smaller than the stride): all padding
+    return conv_with(dx, k, window_strides=geo.strides, padding=geo.padding,
+                     rhs_dilation=(1, 1), dimension_numbers=dn)
+  return sum(terms[1:], terms[0])
 
 
 def _kernel_term(conv: Callable[..., jax.Array], geo: _Geometry | None,
@@ -290,11 +352,12 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
     padding = lax.padtype_to_pads(np.take(lhs.shape, dn.lhs_spec)[2:], kernel, window_strides,
                                   padding)
   padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-  conv = functools.partial(
-      lax.conv_general_dilated, window_strides=window_strides, padding=padding,
-      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+  conv_with = functools.partial(  # the convolution, stride and padding left open
+      lax.conv_general_dilated, lhs_dilation=lhs_dilation,
       feature_group_count=feature_group_count, batch_group_count=batch_group_count,
       precision=precision, preferred_element_type=preferred_element_type)
+  conv = functools.partial(conv_with, window_strides=window_strides, padding=padding,
+                           rhs_dilation=rhs_dilation)
   fast_kernel = spatial == 2 and batch_group_count == 1 and lhs_dilation == (1, 1)
   geo = _Geometry(window_strides, padding, rhs_dilation, feature_group_count) if fast_kernel \
       else None
@@ -316,7 +379,13 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
     dx, dk = tangents
     terms = []
     if not isinstance(dx, SymbolicZero):  # the same convolution, kernel axes relabelled
-      terms.append(value(dx, jnp.swapaxes(k, out_dim, in_dim), dimension_numbers=swapped))
+      relabelled = lambda dx, k: value(dx, jnp.swapaxes(k, out_dim, in_dim),
+                                       dimension_numbers=swapped)
+      if _uses_phases(geo, value is conv, lhs.shape[dn.lhs_spec[1]]):
+        phases = functools.partial(_phase_term, conv_with, geo, swapped, out_dim, in_dim)
+        terms.append(_cpu_or(relabelled, phases, dx, k))
+      else:
+        terms.append(relabelled(dx, k))
     if not isinstance(dk, SymbolicZero):
       terms.append(_kernel_term(conv, geo, dn, x, dk))
     y = f(x, k)

@@ -9,6 +9,13 @@ phases are interleaved (a pixel shuffle). XLA's CPU backend runs input-dilated
 convolutions (and their gradients) through a slow generic path; this form is
 about 10x faster there to train, and equal elsewhere.
 
+Narrow outputs (fewer than `ops.conv.NARROW_CHANNELS` channels: a synthesis
+transform's last layer to RGB) are one GEMM instead, `z = x @ kernel[t]` for every tap t at
+once, each phase then the sum of its taps' shifted planes of z (col2im): XLA:CPU
+runs convolutions with 3 output channels at 10-20 GFLOP/s, the GEMM at ~90, and
+the gradients are GEMMs too. The hyperprior's last layer (8 x 64^2 x 128 -> 3,
+5x5, stride 2), value and both gradients: 68.7 -> 26.5 ms (docs/performance.md).
+
 Where every phase sees every input offset (stride 1; k = s), all phases are
 one convolution with `s*s*C_out` outputs. Otherwise one convolution would pad
 every phase to the union of their windows (the codecs' 5x5 kernels at stride 2:
@@ -24,8 +31,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
-from jaxcomp.ops.conv import conv_general_dilated
+from jaxcomp.ops.conv import NARROW_CHANNELS, conv_general_dilated
 
 
 def _same_padding(k: int, s: int) -> int:
@@ -45,6 +53,33 @@ def _taps(k: int, s: int) -> tuple[np.ndarray, np.ndarray, int]:
   return np.where((t >= 0) & (t < k), t, -1), d, d_lo
 
 
+def _narrow(x: jax.Array, kernel: jax.Array, s: int, offsets: list[np.ndarray],
+            phase_taps: list[np.ndarray]) -> jax.Array:
+  """The transposed convolution as one GEMM to every tap plus shifted sums -> (N, s*H, s*W, C_out).
+
+  Phase (r_h, r_w) at (h, w) is the sum over its taps of `x[h + d_h, w + d_w] @ kernel[t_h, t_w]`
+  (d the tap's offset): z is channels-major, [k*k*C_out, N*H*W], so that a plane is
+  contiguous, and split with `lax.split` so that its cotangent is one concatenation.
+  """
+  k, _, c_in, c_out = kernel.shape
+  n, h, w, _ = x.shape
+  z = jnp.einsum("tc,pc->tp", kernel.transpose(0, 1, 3, 2).reshape(k * k * c_out, c_in),
+                 x.reshape(n * h * w, c_in))
+  planes = lax.split(z.reshape(k * k, c_out, n, h, w), [1] * (k * k))
+  zero = jnp.zeros((), z.dtype)
+
+  def phase(rh: int, rw: int) -> jax.Array:  # (C_out, N, H, W)
+    shifted = [lax.pad(planes[th * k + tw][0], zero, ((0, 0, 0), (0, 0, 0), (-int(dh), int(dh), 0),
+                                                       (-int(dw), int(dw), 0)))
+               for dh, th in zip(offsets[rh], phase_taps[rh])
+               for dw, tw in zip(offsets[rw], phase_taps[rw])]
+    return sum(shifted[1:], shifted[0]) if shifted else jnp.zeros((c_out, n, h, w), z.dtype)
+
+  y = jnp.stack([jnp.stack([phase(rh, rw) for rw in range(s)], axis=-1) for rh in range(s)],
+                axis=-3)                                                # (C_out, N, H, s, W, s)
+  return y.reshape(c_out, n, h * s, w * s).transpose(1, 2, 3, 0)
+
+
 def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   """`lax.conv_transpose(x, kernel, (stride, stride), "SAME")` for NHWC / HWIO.
 
@@ -61,6 +96,11 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     raise ValueError(f"conv_transpose: kernel {kernel.shape} does not fit input {x.shape}")
   s = stride
   taps, d, d_lo = _taps(k, s)
+  # Phase r: its offsets d (ascending) and their taps.
+  offsets = [d[taps[:, r] >= 0, 0] for r in range(s)]
+  phase_taps = [taps[taps[:, r] >= 0, r] for r in range(s)]
+  if c_out < NARROW_CHANNELS:  # z holds k*k*C_out values per input pixel
+    return _narrow(x, kernel, s, offsets, phase_taps)
   nhwc = ("NHWC", "HWIO", "NHWC")
   if np.all(taps >= 0):  # every phase sees every offset: one convolution, s*s*C_out outputs
     sub = kernel[taps[:, None, :, None], taps[None, :, None, :]]      # (D, D, s, s, C_in, C_out)
@@ -70,9 +110,6 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     n, h, w, _ = y.shape
     y = y.reshape(n, h, w, s, s, c_out)
   else:  # phase (r_h, r_w): its own taps only, offsets d in [lo, hi] -> padding (-lo, hi)
-    offsets = [d[taps[:, r] >= 0, 0] for r in range(s)]
-    phase_taps = [taps[taps[:, r] >= 0, r] for r in range(s)]
-
     def phase(rh: int, rw: int) -> jax.Array:  # (N, H, W, C_out)
       if not (len(offsets[rh]) and len(offsets[rw])):  # no tap reaches this phase (k < s)
         return jnp.zeros((*x.shape[:3], c_out), jnp.result_type(x, kernel))

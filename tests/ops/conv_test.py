@@ -81,6 +81,16 @@ CASES = [
      dict(window_strides=(2, 3), padding=((-1, 2), (3, -1)), rhs_dilation=(3, 2))),
     ("nchw_oihw", (3, 4, 9, 10), (12, 4, 3, 3), dict(window_strides=(2, 2), padding=SAME1,
                                                      dimension_numbers=("NCHW", "OIHW", "NCHW"))),
+    # Strided convolutions of inputs with >= conv.NARROW_CHANNELS channels: on CPU their
+    # input term is a sum of stride-1 convolutions, one per stride phase (_phase_term).
+    ("codec5x5s2_nchw", (2, 8, 15, 16), (8, 8, 5, 5), dict(window_strides=(2, 2), padding="SAME",
+                                                          dimension_numbers=("NCHW", "OIHW", "NCHW"))),
+    ("stride4_9x9", (2, 18, 16, 8), (9, 9, 8, 6), dict(window_strides=(4, 4), padding="SAME")),
+    ("strided_negative_pad", (3, 17, 13, 8), (3, 2, 8, 6),
+     dict(window_strides=(2, 3), padding=((-1, 2), (3, -1)))),
+    # No tap reads the input (all padding; more than SMALL_OUTPUT output pixels).
+    ("input_below_stride", (2, 1, 1, 8), (1, 1, 8, 8), dict(window_strides=(2, 2),
+                                                            padding=((9, 9), (9, 9)))),
     # The hyperprior's h_a on 8x8 latents: outputs of 4x4 and 2x2 pixels, whose value is
     # the "columns" GEMM on CPU (conv.SMALL_OUTPUT).
     ("small_output_5x5s2", (2, 8, 8, 8), (5, 5, 8, 12), dict(window_strides=(2, 2),
@@ -92,11 +102,12 @@ CASES = [
 BY_ID = {c[0]: c for c in CASES}
 # The default suite runs these (compiling both sides' derivatives takes seconds
 # of CPU per case); every case runs with -m slow.
-FAST = {"groups4_odd_pad", "projection1x1s2", "small_output_5x5s2"}
+FAST = {"groups4_odd_pad", "projection1x1s2", "small_output_5x5s2", "strided_negative_pad"}
 # Cases whose kernel gradient takes the chunked form (the others: columns).
 CHUNKED = ["resnet3x3", "resnet3x3s2", "depthwise3x3", "depthwise3x3s2_x2",
            "groups4_odd_pad", "dilated_same", "codec5x5s2", "codec9x9s4", "transpose_to_rgb",
-           "negative_pad_mixed", "nchw_oihw", "small_output_5x5s2"]
+           "negative_pad_mixed", "nchw_oihw", "small_output_5x5s2", "codec5x5s2_nchw",
+           "stride4_9x9", "strided_negative_pad"]
 SECOND_ORDER = ["rgb_stem", "resnet3x3s2", "depthwise3x3s2_x2", "projection1x1s2",
                 "groups4_odd_pad", "dilated_same", "nchw_oihw", "small_output_2x2_nchw"]
 
@@ -265,6 +276,23 @@ def test_small_outputs_are_gemms_on_cpu_and_convolutions_elsewhere():
   bigger = _case(("", (2, 10, 8, 8), (5, 5, 8, 12), dict(window_strides=(2, 2),
                                                           padding=((2, 2), (2, 2)))))
   assert "stablehlo.convolution" in jax.jit(bigger[3]).lower(*bigger[:2]).as_text()
+
+
+def test_strided_input_gradients_are_stride1_convolutions_on_cpu():
+  """The input gradient of a strided convolution is, on CPU, one stride-1 convolution
+  per stride phase (no input dilation: XLA:CPU's slow path); lowered for a GPU it is
+  XLA's one input-dilated convolution. Inputs with fewer than NARROW_CHANNELS channels
+  keep XLA's form everywhere."""
+  def lowered(case_id, platform):
+    x, k, _, ours = _case(BY_ID[case_id])
+    g = jnp.ones(jax.eval_shape(ours, x, k).shape)
+    dx = jax.jit(lambda x, g: jax.vjp(lambda x: ours(x, k), x)[1](g)[0])
+    hlo = dx.trace(x, g).lower(lowering_platforms=(platform,)).as_text()
+    return hlo.count("stablehlo.convolution"), hlo.count("lhs_dilate = [1, 1]")
+  assert lowered("codec5x5s2", "cpu") == (4, 4)       # phases of 3x3, 3x2, 2x3, 2x2 taps
+  assert lowered("stride4_9x9", "cpu") == (16, 16)
+  assert lowered("codec5x5s2", "cuda") == (1, 0)
+  assert lowered("codec5x5s2_rgb", "cpu") == (1, 0)   # 3 input channels
 
 
 def test_string_padding_with_input_dilation_raises():
