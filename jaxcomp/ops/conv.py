@@ -12,7 +12,11 @@ Only the way the two linear terms of its JVP are written differs:
   to a naive kernel, ~6x slower for ResNet-20 (jax 0.10.2, 2 cores). The
   tangent is written with an explicitly transposed kernel and relabelled
   dimension numbers, the same convolution, so that its transpose (the input
-  gradient) has canonical ones ("01io"). This holds on every backend.
+  gradient) has canonical ones ("01io"). This holds on every backend. On one CPU
+  device, a strided convolution's input term is moreover a sum of stride-1
+  convolutions, one per stride phase of the input (`_phase_term`): XLA:CPU runs
+  the input gradient of a strided convolution as an input-dilated convolution,
+  1.4x slower than these stride-1 input gradients (docs/performance.md).
 * Kernel term, on CPU only (`lax.platform_dependent`; GPUs and TPUs keep XLA's
   own convolution). JAX's kernel gradient is a convolution whose window is the
   whole output image and whose batch dimension is the input channel
