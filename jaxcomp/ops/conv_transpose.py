@@ -10,11 +10,12 @@ convolutions (and their gradients) through a slow generic path; this form is
 about 10x faster there to train, and equal elsewhere.
 
 Narrow outputs (fewer than `ops.conv.NARROW_CHANNELS` channels: a synthesis
-transform's last layer to RGB) are one GEMM instead, `z = x @ kernel[t]` for every tap t at
-once, each phase then the sum of its taps' shifted planes of z (col2im): XLA:CPU
-runs convolutions with 3 output channels at 10-20 GFLOP/s, the GEMM at ~90, and
-the gradients are GEMMs too. The hyperprior's last layer (8 x 64^2 x 128 -> 3,
-5x5, stride 2), value and both gradients: 68.7 -> 26.5 ms (docs/performance.md).
+transform's last layer to RGB) are one GEMM instead, on every platform: `z = x @
+kernel[t]` for every tap t at once, each phase then the sum of its taps' shifted
+planes of z (col2im). XLA:CPU runs convolutions with 3 output channels at 10-20
+GFLOP/s, the GEMM at ~90, and the gradients are GEMMs too: the hyperprior's last
+layer (8 x 64^2 x 128 -> 3, 5x5, stride 2), value and both gradients, 68.7 -> 26.5 ms
+on CPU (docs/performance.md; not measured on accelerators).
 
 Where every phase sees every input offset (stride 1; k = s), all phases are
 one convolution with `s*s*C_out` outputs. Otherwise one convolution would pad
