@@ -240,10 +240,16 @@ def _small_output(geo: _Geometry | None, dn: lax.ConvDimensionNumbers,
   (`SMALL_OUTPUT`)."""
   if geo is None or geo.groups != 1:
     return False
+  ho, wo = _out_size(geo, dn, x_shape, k_shape)
+  return ho * wo <= SMALL_OUTPUT
+
+
+def _out_size(geo: _Geometry, dn: lax.ConvDimensionNumbers, x_shape: tuple[int, ...],
+              k_shape: tuple[int, ...]) -> tuple[int, int]:
+  """(Ho, Wo) of the convolution of x and k, shapes in the layouts of `dn`."""
   x_nhwc = tuple(x_shape[d] for d in (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))
   k_hwio = tuple(k_shape[d] for d in (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))
-  ho, wo = geo.out_size(x_nhwc, k_hwio)
-  return ho * wo <= SMALL_OUTPUT
+  return geo.out_size(x_nhwc, k_hwio)
 
 
 def _on_one_cpu(conv: Callable[..., jax.Array], dn: lax.ConvDimensionNumbers, x: jax.Array,
@@ -290,9 +296,7 @@ def _phase_term(conv_with: Callable[..., jax.Array], geo: _Geometry,
   g_a 5x5 stride-2 128 -> 128 layer at 64^2: 80.4 -> 57.1 ms, docs/performance.md).
   """
   lhs_axes, rhs_axes = dn.lhs_spec[2:], dn.rhs_spec[2:]
-  out_size = geo.out_size(tuple(dx.shape[d] for d in (dn.lhs_spec[0], *lhs_axes,
-                                                      dn.lhs_spec[1])),
-                          tuple(k.shape[d] for d in (*rhs_axes, in_dim, out_dim)))
+  out_size = _out_size(geo, dn, dx.shape, k.shape)   # only k's spatial axes are read
   axes = [_axis_taps(dx.shape[a], k.shape[b], s, 1, pad[0])
           for a, b, s, pad in zip(lhs_axes, rhs_axes, geo.strides, geo.padding)]
   k = jnp.swapaxes(k, out_dim, in_dim)
