@@ -164,6 +164,15 @@ def forward(model: nn.Module, params: dict, images: jax.Array, *, mode: str = "d
   _check_images(model, images)
   if mode not in FORWARD_MODES:
     raise ValueError(f"mode must be one of {FORWARD_MODES}, got {mode!r}")
+  return _apply(model, params, images, mode, key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _apply(model: nn.Module, params: dict, images: jax.Array, mode: str,
+           key: jax.Array | None) -> CodecOutputs:
+  """`forward` after its checks, compiled once per (model, mode, shapes): called outside
+  a jit, the codec's ops would otherwise run one by one (8 x 128^2 images: 28.6 s against
+  4.0 s with the compilation)."""
   out = model.apply({"params": params}, images, mode=mode, key=key)
   return CodecOutputs(out["y_hat"], bound_scales(out["scales"]), out["z_hat"],
                       out["likelihoods"], out["x_hat"])

@@ -31,7 +31,8 @@ def images() -> np.ndarray:
   return np.clip(base[None] + rng.normal(0, 20, (5, 20, 24, 3)), 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("architecture,n,m", [("bls2017", 8, 8), ("hyperprior", 8, 12)])
+@pytest.mark.parametrize("architecture,n,m", [
+    ("bls2017", 8, 8), pytest.param("hyperprior", 8, 12, marks=pytest.mark.slow)])
 def test_streams_and_bits_are_those_of_compress(images, architecture, n, m):
   model, params = _model(architecture, n, m)
   out = batch.code(model, params, images, name="test-model", batch_size=2)   # 3 batches, 1 padded

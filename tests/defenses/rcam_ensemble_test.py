@@ -65,7 +65,7 @@ def test_majority_vote():
     majority_vote(apply_fn, None, x, jax.random.key(0), defense=defense, num_draws=0)
 
 
-@pytest.mark.parametrize("targeted", [False, True])
+@pytest.mark.parametrize("targeted", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_pd_rcam_dwt_does_not_depend_on_the_chunk_size(targeted):
   """Chunks of 1, 2 and all 4 images give the stages' composition on the whole batch."""
   rng = np.random.default_rng(0)

@@ -118,6 +118,7 @@ def test_table_report(jpeg_dl_run, tmp_path):
   assert json.loads((tmp_path / "robustness.json").read_text())["report"] == "table"
 
 
+@pytest.mark.slow   # 28 s; the JPEG-DL layer's BPDA model is tested above, its config in test_configs_build
 def test_jpeg_dl_report(jpeg_dl_run, tmp_path):
   c = adversarial_config.get_config(
       f"report=jpeg_dl,num_examples=8,checkpoints={jpeg_dl_run / 'jdl'};{jpeg_dl_run / 'base'}")
