@@ -1,7 +1,8 @@
 """The accelerator suite: jaxcomp's side of every benchmark on whatever device JAX sees.
 
   python benchmarks/accelerator.py            # the sizes of the comparison benchmarks
-  python benchmarks/accelerator.py --small    # a CPU smoke run (seconds)
+  python benchmarks/accelerator.py --small    # a smoke run (~1.5 min on 2 CPU cores); its
+                                              # probes are too small to be peaks (>100 % shows)
 
 For each workload (`workloads.py`): throughput (median of timed windows after a
 warm-up, compilation reported apart) and the fraction of the device's peak it
@@ -78,7 +79,7 @@ def main() -> int:
   builders = [
       lambda: workloads.resnet20_train(128 // s),
       lambda: workloads.resnet20_train(128 // s, dtype=jnp.bfloat16),
-      lambda: workloads.hyperprior_train(8 // min(s, 8), 256 // s),
+      lambda: workloads.hyperprior_train(8 // min(s, 8), max(256 // s, 64)),   # 64: g_a+h_a
       lambda: workloads.pgd20(128 // s),
       lambda: workloads.jpeg_layer(256 // s, 32),
       lambda: workloads.jpeg_layer(16 // min(s, 16), 224 // s * 2 if a.small else 224),
