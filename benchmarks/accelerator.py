@@ -79,7 +79,7 @@ def main() -> int:
   builders = [
       lambda: workloads.resnet20_train(128 // s),
       lambda: workloads.resnet20_train(128 // s, dtype=jnp.bfloat16),
-      lambda: workloads.hyperprior_train(8 // min(s, 8), max(256 // s, 64)),   # 64: g_a+h_a
+      lambda: workloads.hyperprior_train(8 // min(s, 8), max(256 // s, 64)),   # sides: multiples of 64
       lambda: workloads.pgd20(128 // s),
       lambda: workloads.jpeg_layer(256 // s, 32),
       lambda: workloads.jpeg_layer(16 // min(s, 16), 224 // s * 2 if a.small else 224),
